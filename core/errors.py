@@ -1,0 +1,100 @@
+"""The one exception tree of classifier-bootstrapper.
+
+Every failure the pipeline can see is one of these. Adapters (storage, llm, training) catch library
+exceptions at their edge and re-raise one of ours with ``raise ... from exc`` so that botocore, litellm or
+torch exceptions never leak into the pipeline.
+
+    BootstrapperError
+    ├── RetryableError            the same call may succeed later (throttling, 5xx, timeouts, network)
+    │   ├── StorageUnavailable
+    │   ├── LLMRateLimited        carries retry_after seconds when the provider said so
+    │   └── LLMUnavailable        5xx, timeout, connection refused
+    └── PermanentError            retrying the same call cannot help; fix the input or the config
+        ├── ConfigError           names the offending field
+        ├── StorageError
+        │   ├── ObjectNotFound
+        │   └── AlreadyExists     create-if-absent lost the race
+        ├── LLMAuthError          401/403: bad or missing API key; stops the run
+        ├── LLMBadRequest         400/404/422 from the provider
+        ├── NoUsableChunks        ingestion produced nothing to label
+        ├── StateError            unreadable state, schema mismatch, config changed under a run
+        │   └── LeaseHeld         another runner owns the output location
+        └── TrainingError
+
+The split between retryable and permanent is what callers act on: retry loops catch
+``RetryableError`` only; handlers map ``ConfigError`` to exit code 2 and everything else to 1.
+"""
+
+from __future__ import annotations
+
+
+class BootstrapperError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    retryable: bool = False
+
+
+class RetryableError(BootstrapperError):
+    retryable = True
+
+
+class PermanentError(BootstrapperError):
+    retryable = False
+
+
+class StorageUnavailable(RetryableError):
+    """Object store throttled us, timed out, or is unreachable."""
+
+
+class LLMRateLimited(RetryableError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LLMUnavailable(RetryableError):
+    """Provider 5xx, timeout or connection failure."""
+
+
+class ConfigError(PermanentError):
+    """A bad config value. ``field`` is the dotted path, e.g. ``training.truncation_type``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class StorageError(PermanentError):
+    pass
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class AlreadyExists(StorageError):
+    pass
+
+
+class LLMAuthError(PermanentError):
+    pass
+
+
+class LLMBadRequest(PermanentError):
+    pass
+
+
+class NoUsableChunks(PermanentError):
+    pass
+
+
+class StateError(PermanentError):
+    pass
+
+
+class LeaseHeld(StateError):
+    pass
+
+
+class TrainingError(PermanentError):
+    pass
