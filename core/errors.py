@@ -85,7 +85,11 @@ class LLMBadRequest(PermanentError):
 
 
 class NoUsableChunks(PermanentError):
-    pass
+    """``result`` is the ingestion result (every skipped input and why), for the caller to report."""
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class StateError(PermanentError):

@@ -62,6 +62,7 @@ class Label:
     confidence: float | None = None  # label probability when the provider returned logprobs
     raw: str = ""
     error: str = ""
+    retryable: bool = False  # failed only because the provider was unavailable: a resume tries again
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,7 @@ class Label:
             confidence=d.get("confidence"),
             raw=d.get("raw", ""),
             error=d.get("error", ""),
+            retryable=bool(d.get("retryable", False)),
         )
 
 

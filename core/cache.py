@@ -1,0 +1,127 @@
+"""Content-addressed cache of LLM replies, so a re-run or a resumed run never pays twice for one call.
+
+A call is identified by ``cache_key``: the sha256 of the canonical JSON of the model string, the messages
+and the parameters that change the reply (response_format, max_tokens, temperature, logprobs and, for a
+deliberate fresh retry, ``attempt``). The API key and base URL are not part of the key: rotating a key or
+moving a proxy must not invalidate paid work, and a key must never be written anywhere.
+
+Each reply is one small JSON object at ``<prefix><key[:2]>/<key>.json``, written the moment it arrives, so a
+kill loses only calls still in flight. This module does not call models, count cost or decide what to cache;
+``core.gateway`` does.
+
+    >>> k = request_key("openai/gpt-4o-mini", [{"role": "user", "content": "hi"}])
+    >>> len(k), k == request_key("openai/gpt-4o-mini", [{"role": "user", "content": "hi"}], attempt=0)
+    (64, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ObjectNotFound
+from core.schema import LLMReply
+
+if TYPE_CHECKING:
+    from core.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def _jsonable(obj: Any) -> Any:
+    # A pydantic model class passed as response_format is keyed by its JSON schema.
+    schema = getattr(obj, "model_json_schema", None)
+    if callable(schema):
+        return {"pydantic_schema": schema()}
+    raise TypeError(f"cannot build a cache key from a {type(obj).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no whitespace, unicode kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
+def cache_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """sha256 hex of the request's canonical JSON. ``params`` must not hold credentials or URLs."""
+    payload = canonical_json({"model": model, "messages": messages, "params": params})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def call_params(
+    *,
+    response_format: Any = None,
+    max_tokens: int = 400,
+    temperature: float = 0.0,
+    logprobs: bool = False,
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """The reply-shaping parameters of a call, as they enter the key.
+
+    ``attempt`` is only present when > 0, so attempt 0 has the same key as a plain call and each fresh retry
+    of an unusable reply gets its own (still resumable) entry.
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    params: dict[str, Any] = {
+        "response_format": response_format,
+        "max_tokens": max_tokens,
+        "temperature": float(temperature),
+        "logprobs": bool(logprobs),
+    }
+    if attempt:
+        params["attempt"] = attempt
+    return params
+
+
+def request_key(
+    model: str,
+    messages: list[dict[str, Any]],
+    *,
+    response_format: Any = None,
+    max_tokens: int = 400,
+    temperature: float = 0.0,
+    logprobs: bool = False,
+    attempt: int = 0,
+) -> str:
+    """``cache_key`` of a call given the same arguments as ``LLMGateway.chat``."""
+    params = call_params(response_format=response_format, max_tokens=max_tokens, temperature=temperature,
+                         logprobs=logprobs, attempt=attempt)
+    return cache_key(model, messages, params)
+
+
+class ResponseCache:
+    """Replies by key, on storage and memoised in memory for the life of this object."""
+
+    def __init__(self, storage: Storage, prefix: str = "cache/") -> None:
+        self._storage = storage
+        self._prefix = prefix
+        self._memory: dict[str, LLMReply] = {}
+
+    def path(self, key: str) -> str:
+        # Two-character fan-out keeps local folders small and spreads S3 key prefixes.
+        return f"{self._prefix}{key[:2]}/{key}.json"
+
+    def get(self, key: str) -> LLMReply | None:
+        hit = self._memory.get(key)
+        if hit is not None:
+            return hit
+        try:
+            raw = self._storage.read_bytes(self.path(key))
+        except ObjectNotFound:
+            return None
+        try:
+            reply = LLMReply.from_dict(json.loads(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            # A torn or foreign entry is a miss: the call is made again and the entry overwritten.
+            log.warning("ignoring unreadable cache entry %s: %s", self.path(key), exc)
+            return None
+        self._memory[key] = reply
+        return reply
+
+    def put(self, key: str, reply: LLMReply) -> None:
+        # Stored as a fresh reply; whoever serves it from the cache marks it cached.
+        stored = LLMReply.from_dict({**reply.to_dict(), "cached": False})
+        self._storage.write_bytes(self.path(key), canonical_json(stored.to_dict()).encode("utf-8"))
+        self._memory[key] = stored

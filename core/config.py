@@ -1,0 +1,363 @@
+"""Run settings: one YAML text plus ``BOOTSTRAPPER_*`` environment overrides, validated once.
+
+``load_settings(yaml_text, environ)`` is the only way in. Values from ``environ`` win over the file; nested
+fields use ``__`` (``BOOTSTRAPPER_TRAINING__MAX_ITERS=3``) and lists are JSON
+(``BOOTSTRAPPER_CLASSIFICATION__CLASSES='["ham","spam"]'``). Every problem found (bad YAML, unknown keys,
+out-of-range values, API keys written into the file) is gathered into one ``ConfigError`` whose ``field`` is
+the dotted path of the first, so a run fails before any work starts.
+
+This module does not read files or ``os.environ`` (the handler passes both in), and does not resolve relative
+paths: ``path.input``/``path.output`` are returned exactly as written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "BOOTSTRAPPER_"
+ENV_NESTED_DELIMITER = "__"
+# (section, field) pairs that may only come from the environment and never appear in dumps.
+SECRET_FIELDS: tuple[tuple[str, str], ...] = (("api", "large_api_key"), ("api", "small_api_key"))
+
+Size = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassificationSettings(_Section):
+    classes: list[str]
+    desc: str
+    predict_on_whole_set_at_the_end: bool = True
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_are_distinct(cls, classes: list[str]) -> list[str]:
+        if len(classes) < 2:
+            raise ValueError("at least 2 classes are needed")
+        if any(not name.strip() for name in classes):
+            raise ValueError("class names must not be empty")
+        # "Spam" and "spam" would be one label to an LLM but two to the classifier.
+        seen: dict[str, str] = {}
+        for name in classes:
+            key = name.strip().casefold()
+            if key in seen:
+                raise ValueError(f"duplicate class {name!r} (same as {seen[key]!r}, ignoring case)")
+            seen[key] = name
+        return classes
+
+    @field_validator("desc")
+    @classmethod
+    def _desc_not_blank(cls, desc: str) -> str:
+        if not desc.strip():
+            raise ValueError("the description must not be empty")
+        return desc
+
+
+class SystemSettings(_Section):
+    required_accuracy: float = Field(0.90, gt=0, le=1)
+    chunk_size: Size = 2000
+    concurrency_limit: Size = 50
+    llm_timeout_s: PositiveFloat = 60.0
+    llm_max_retries: int = Field(4, ge=0)
+    seed: int = Field(42, ge=0)
+    torch_threads: Size | None = None
+    flush_interval_s: PositiveFloat = 2.0
+    lease_ttl_s: Size = 900
+
+
+class TrainingSettings(_Section):
+    max_iters: Size = 5
+    model_path: NonEmptyStr = "bundled:all-MiniLM-L6-v2"
+    test_set_size: Size = 200
+    train_set_increment: Size = 200
+    train_set_size: Size = 200
+    truncation_type: Literal["head", "head-tail"] = "head-tail"
+    epochs: Size = 4
+    learning_rate: PositiveFloat = 5e-5
+    batch_size: Size = 16
+    max_length: Size = 128
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False)
+    class_weighted_loss: bool = True
+    selection: Literal["random", "uncertainty", "balanced"] = "random"
+    predict_batch_size: Size = 64
+    predict_shards: Size = 1
+
+
+class MetaDatagenSettings(_Section):
+    do_meta_datagen: bool = False
+    meta_datagen_keys: list[str] = ["rules_creation_details", "label_details"]
+    meta_datagen_extras: list[str] = []
+
+
+class ApiSettings(_Section):
+    large_model: NonEmptyStr = "openai/oracle-large"
+    small_model: NonEmptyStr = "openai/oracle-small"
+    large_base_url: str | None = None
+    small_base_url: str | None = None
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: Size = 400
+    rules_max_tokens: Size = 1500
+    large_api_key: SecretStr | None = None
+    small_api_key: SecretStr | None = None
+
+
+class PathSettings(_Section):
+    input: NonEmptyStr = "input"
+    output: NonEmptyStr = "output"
+
+
+class Settings(BaseSettings):
+    """All settings of one run. Build it with ``load_settings``; it is immutable afterwards."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+    )
+
+    classification: ClassificationSettings
+    system: SystemSettings = SystemSettings()
+    training: TrainingSettings = TrainingSettings()
+    meta_datagen: MetaDatagenSettings = MetaDatagenSettings()
+    api: ApiSettings = ApiSettings()
+    path: PathSettings = PathSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only explicit values: load_settings merges the file and the caller's environ itself, so
+        # constructing Settings never reads os.environ or a .env file behind the caller's back.
+        return (init_settings,)
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """JSON-ready dump safe to log or write next to results: API keys become ``"***"`` (or None)."""
+        data = self.model_dump(mode="json")
+        for section, name in SECRET_FIELDS:
+            data[section][name] = None if getattr(getattr(self, section), name) is None else "***"
+        return data
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env source reading a given mapping instead of ``os.environ``.
+
+    Overriding ``_load_env_vars`` is how pydantic-settings' own AWS and GCP sources feed it other mappings.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names lower-cased because the settings are case-insensitive; empty values dropped so that
+        # `VAR=` (a common way to "unset" in compose files) falls back to the file or the default.
+        return {name.lower(): value for name, value in self._environ.items() if value != ""}
+
+
+# Fields that never change finished work (scheduling, limits, credentials, locations, stop criteria), so a
+# run may resume after they are edited. Everything else is fingerprinted: a field added later counts as
+# work-changing until it is listed here, which errs on the side of refusing a resume.
+NOT_FINGERPRINTED: dict[str, frozenset[str]] = {
+    "classification": frozenset({"predict_on_whole_set_at_the_end"}),
+    "system": frozenset(
+        {"required_accuracy", "concurrency_limit", "llm_timeout_s", "llm_max_retries", "torch_threads",
+         "flush_interval_s", "lease_ttl_s"}
+    ),
+    "training": frozenset({"max_iters", "predict_batch_size", "predict_shards"}),
+    "api": frozenset({"large_base_url", "small_base_url", "large_api_key", "small_api_key"}),
+    # Input identity is carried by chunk ids (content hashes), not by where the input lives.
+    "path": frozenset({"input", "output"}),
+}
+
+
+def config_fingerprint(settings: Settings) -> str:
+    """Hex sha256 of the settings that shape labels, rules and models; equal for a resumable edit."""
+    data = settings.model_dump(mode="json", exclude={k: set(v) for k, v in NOT_FINGERPRINTED.items()})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key written twice in one mapping instead of keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _env_var_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc if isinstance(p, str))
+
+
+def _has_path(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(part, str) or not isinstance(node, Mapping) or part not in node:
+            return isinstance(part, int)  # a list item: the whole list came from here
+        node = node[part]
+    return True
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return "unknown field" + _did_you_mean(loc)
+    if error["type"] == "missing":
+        return "required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    secret = any(loc[: len(s)] == s for s in SECRET_FIELDS)
+    return f"{message}; got {'<redacted>' if secret else _short(error['input'])}"
+
+
+def _parse_yaml(yaml_text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(yaml_text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        where = ""
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+            where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
+        raise ConfigError("", f"invalid YAML in {source}{where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{source} must be a YAML mapping of sections, got {type(data).__name__}: {_short(data)}")
+    return data
+
+
+def _file_problems(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Strip and report what the file must not hold: unknown sections and API keys."""
+    problems: list[tuple[str, str]] = []
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        # Checked here because pydantic-settings matches top-level names case-insensitively and would
+        # silently drop "Training:" next to "training:".
+        if key not in Settings.model_fields:
+            problems.append((str(key), "unknown field" + _did_you_mean((str(key),)) + f" (in {source})"))
+        else:
+            clean[key] = value
+    for section, name in SECRET_FIELDS:
+        block = clean.get(section)
+        if isinstance(block, dict) and name in block:
+            var = _env_var_name((section, name))
+            problems.append(
+                (f"{section}.{name}", f"API keys must not be written in {source}; set the environment variable {var}")
+            )
+            clean[section] = {k: v for k, v in block.items() if k != name}
+    return clean, problems
+
+
+def _env_values(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    ours = {k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+    try:
+        return dict(_MappingEnvSource(Settings, ours)()), []
+    except SettingsError:
+        pass
+    # pydantic-settings names only the section at fault: retry one variable at a time to name the culprit.
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for name in sorted(ours):
+        try:
+            values = _deep_merge(values, _MappingEnvSource(Settings, {name: ours[name]})())
+        except SettingsError:
+            field = ".".join(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+            shown = "<redacted>" if field.startswith("api") else _short(ours[name])
+            problems.append((field, f"{name} must be JSON for lists and mappings (e.g. '[\"a\", \"b\"]'); got {shown}"))
+    return values, problems
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _combined(problems: list[tuple[str, str]]) -> ConfigError:
+    first_field, first_message = problems[0]
+    rest = "; ".join(f"{field}: {message}" for field, message in problems[1:])
+    return ConfigError(first_field, first_message + (f"; also {rest}" if rest else ""))
+
+
+def load_settings(
+    yaml_text: str, environ: Mapping[str, str] | None = None, source: str = "<config>"
+) -> Settings:
+    """Parse ``yaml_text``, apply ``BOOTSTRAPPER_*`` overrides from ``environ`` and validate.
+
+    ``source`` names the file in error messages. Raises ``ConfigError`` listing every problem found.
+    """
+    file_data, problems = _file_problems(_parse_yaml(yaml_text, source), source)
+    env_data, env_problems = _env_values(environ or {})
+    problems += env_problems
+    try:
+        settings = Settings(**_deep_merge(file_data, env_data))
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            origin = f"from environment {_env_var_name(loc)}" if _has_path(env_data, loc) else f"in {source}"
+            problems.append((_dotted(loc), f"{_describe(error)} ({origin})"))
+        raise _combined(problems) from exc
+    if problems:
+        raise _combined(problems)
+    return settings

@@ -1,0 +1,442 @@
+"""Input files to chunks of text: bytes -> text -> chunks, with a record of everything left out.
+
+Does: decode .txt/.md (UTF-8, then cp1252, then latin-1), extract the text of .pdf (pypdf) and .docx
+(python-docx, paragraphs and tables in document order), read .jsonl records (one record, one chunk); split
+long text into chunks of at most ``chunk_size`` characters at the most natural boundary at hand (paragraph,
+sentence, line, word, and only then a hard cut); give each chunk a stable id; keep exact duplicates once;
+say, for every file or .jsonl line it could not use, why.
+
+Does not: touch S3 or the filesystem (the caller passes ``(key, bytes)`` pairs and writes the report), OCR
+scanned PDFs, render markdown, or overlap chunks.
+
+    >>> r = ingest([("a.txt", b"Hi there.\\n\\n\\nBye   now.")], chunk_size=100, truncation_type="head")
+    >>> [(c.source, c.position, c.text) for c in r.chunks]
+    [('a.txt', 0, 'Hi there.\\n\\nBye now.')]
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docx
+from docx.table import Table
+from pypdf import PdfReader
+
+from core.errors import ConfigError, NoUsableChunks
+from core.schema import Chunk, SkippedInput
+
+SUPPORTED_EXTENSIONS = (".txt", ".md", ".pdf", ".docx", ".jsonl")
+TRUNCATION_TYPES = ("head", "head-tail")
+TRUNCATION_MARKER = " […] "
+
+# Boundaries from the most to the least natural; each pattern matches the separator a piece ends with.
+# Lines come after sentences because PDF text breaks lines mid-sentence, but tables (one row a line) and
+# lists have no sentence punctuation at all.
+_BOUNDARIES = (
+    re.compile(r"\n\n"),
+    re.compile(r"[.!?…][\"'”’»)\]]*\s+|[。！？]+"),
+    re.compile(r"\n"),
+    re.compile(r"\s+"),
+)
+_HSPACE = re.compile(r"[^\S\n]+")
+_SPACE_AT_LINE_EDGE = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+# C0/C1 control characters except tab, newline, form feed and carriage return; and lone surrogates, which
+# only escaped JSON can produce and which no UTF-8 writer accepts.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_BINARY_CONTROL_RATIO = 0.10
+
+
+class _Skip(Exception):
+    """Why one input is unusable. Private control flow: caught in this module, never raised out of it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---- pure text functions ----------------------------------------------------------------------------
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError("system.chunk_size", f"must be an integer >= 1, got {chunk_size!r}")
+
+
+def _check_truncation_type(truncation_type: str) -> None:
+    if truncation_type not in TRUNCATION_TYPES:
+        raise ConfigError("training.truncation_type", f"must be 'head' or 'head-tail', got {truncation_type!r}")
+
+
+def _normalise(text: str) -> str:
+    """Collapse runs of spaces, trim lines, keep single line breaks and at most one blank line."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
+    text = text.replace("\f", "\n\n").replace("\u2029", "\n\n")
+    text = _SPACE_AT_LINE_EDGE.sub("\n", _HSPACE.sub(" ", text))
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def _split_after(text: str, boundary: re.Pattern[str]) -> list[str]:
+    """Cut ``text`` after each separator; the pieces concatenate back to ``text``."""
+    pieces, start = [], 0
+    for match in boundary.finditer(text):
+        pieces.append(text[start : match.end()])
+        start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def _pieces(text: str, size: int, level: int = 0) -> Iterator[tuple[str, bool]]:
+    """Yield ``(piece, starts_new_chunk)`` with every piece's stripped length <= size.
+
+    A segment too long for one chunk starts a new chunk, so the start of a long paragraph is not stuck
+    to the end of an unrelated one.
+    """
+    if len(text.strip()) <= size:
+        yield text, False
+        return
+    if level == len(_BOUNDARIES):  # a single word longer than a chunk: hard cuts, whitespace kept outside
+        word = text.strip()
+        lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()) :]
+        cuts = [word[i : i + size] for i in range(0, len(word), size)]
+        cuts[-1] += trail
+        yield from ((piece, i == 0) for i, piece in enumerate([lead, *cuts] if lead else cuts))
+        return
+    first = True
+    for segment in _split_after(text, _BOUNDARIES[level]):
+        for piece, starts in _pieces(segment, size, level + 1):
+            yield piece, starts or first
+            first = False
+
+
+def _pack(pieces: Iterable[tuple[str, bool]], size: int) -> list[str]:
+    """Greedily join consecutive pieces into chunks of at most ``size`` characters (stripped)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    length = 0  # raw length of current, trailing whitespace included
+    for piece, starts_new in pieces:
+        if current and (starts_new or length + len(piece.rstrip()) > size):
+            chunks.append("".join(current).strip())
+            current, length = [], 0
+        if not current:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+        current.append(piece)
+        length += len(piece)
+    if current:
+        chunks.append("".join(current).strip())
+    return [c for c in chunks if c]
+
+
+def chunk_text(text: str, chunk_size: int) -> list[str]:
+    """Split ``text`` into non-empty chunks of at most ``chunk_size`` characters.
+
+    Small paragraphs are packed together; a paragraph too long for one chunk is cut at sentence ends, then
+    line breaks, then spaces, and a single word longer than a chunk is cut hard. Only whitespace is lost.
+    """
+    _check_chunk_size(chunk_size)
+    return _pack(_pieces(_normalise(text), chunk_size), chunk_size)
+
+
+def _head(text: str, n: int) -> str:
+    """The first ``n`` characters, cut at a space instead when one lies in their last tenth."""
+    if n <= 0:
+        return ""
+    cut = text[:n]
+    if n < len(text) and not text[n].isspace():
+        space = max(cut.rfind(" "), cut.rfind("\n"))
+        if space >= n - max(1, n // 10):
+            cut = cut[:space]
+    return cut.rstrip()
+
+
+def _tail(text: str, n: int) -> str:
+    """The last ``n`` characters, cut at a space instead when one lies in their first tenth."""
+    if n <= 0:
+        return ""
+    cut = text[-n:]
+    if n < len(text) and not text[-n - 1].isspace():
+        spaces = [i for i in (cut.find(" "), cut.find("\n")) if i >= 0]
+        if spaces and min(spaces) < max(1, n // 10):
+            cut = cut[min(spaces) + 1 :]
+    return cut.lstrip()
+
+
+def truncate(text: str, limit: int, truncation_type: str) -> str:
+    """Shorten ``text`` to at most ``limit`` characters.
+
+    ``"head"`` keeps the beginning; ``"head-tail"`` keeps about a third from the beginning and two thirds
+    from the end, joined by ``TRUNCATION_MARKER`` (counted in the limit). Limits too small for the marker
+    fall back to ``"head"``.
+    """
+    _check_truncation_type(truncation_type)
+    _check_chunk_size(limit)
+    if len(text) <= limit:
+        return text
+    room = limit - len(TRUNCATION_MARKER)
+    if truncation_type == "head" or room < 3:
+        return _head(text, limit)
+    head_len = room // 3
+    return _head(text, head_len) + TRUNCATION_MARKER + _tail(text, room - head_len)
+
+
+def chunk_id(source: str, position: int, text: str) -> str:
+    """16 hex characters of the sha256 of the JSON array ``[source, position, text]`` (unambiguous)."""
+    payload = json.dumps([source, position, text], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _clean(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", text))
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__
+
+
+# ---- readers: bytes -> text, or _Skip ---------------------------------------------------------------
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")  # maps every byte: never fails
+
+
+def _read_plain(data: bytes) -> str:
+    text = _decode(data)
+    controls = len(_CONTROL.findall(text))
+    if "\x00" in text or controls > _BINARY_CONTROL_RATIO * len(text):
+        raise _Skip("binary content in a text file")
+    return text
+
+
+def _read_pdf(data: bytes) -> str:
+    # pypdf raises many unrelated exception types on malformed files (its own, ValueError, KeyError,
+    # RecursionError...): any of them means this one file is unreadable, never that the run must stop.
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        encrypted = reader.is_encrypted
+    except Exception as exc:
+        raise _Skip(f"corrupt PDF: {_describe(exc)}") from exc
+    if encrypted:
+        try:
+            opened = bool(reader.decrypt(""))  # many PDFs only restrict printing: empty user password
+        except Exception as exc:  # e.g. DependencyError: AES needs the cryptography package
+            raise _Skip(f"encrypted PDF: {_describe(exc)}") from exc
+        if not opened:
+            raise _Skip("encrypted PDF (needs a password)")
+    try:
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:
+        raise _Skip(f"corrupt PDF: {_describe(exc)}") from exc
+    text = "\n\n".join(pages)
+    if not text.strip():
+        raise _Skip("no extractable text (scanned PDF?)")
+    return text
+
+
+def _table_text(table: Table) -> str:
+    rows = []
+    for row in table.rows:
+        cells, previous = [], None
+        for cell in row.cells:
+            if cell is previous:  # python-docx repeats the same cell object across a horizontal merge
+                continue
+            previous = cell
+            cells.append(" ".join(cell.text.split()))
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return "\n".join(rows)
+
+
+def _read_docx(data: bytes) -> str:
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise _Skip("corrupt DOCX: not a zip package (an old .doc, or a password-protected file?)")
+    try:  # broad for the same reason as in _read_pdf: malformed packages fail in many ways
+        document = docx.Document(io.BytesIO(data))
+        blocks = [
+            _table_text(block) if isinstance(block, Table) else block.text
+            for block in document.iter_inner_content()
+        ]
+    except Exception as exc:
+        raise _Skip(f"corrupt DOCX: {_describe(exc)}") from exc
+    text = "\n\n".join(b for b in blocks if b.strip())
+    if not text:
+        raise _Skip("no text in DOCX")
+    return text
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_jsonl(source: str, text: str) -> tuple[list[tuple[int, str, dict[str, Any]]], list[SkippedInput]]:
+    """``(line, text, other keys)`` per usable record, and a SkippedInput per unusable line (1-based)."""
+    records, skipped = [], []
+    # split on "\n" only: JSON strings may hold a raw U+2028, which str.splitlines() would cut at
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            skipped.append(SkippedInput(source, f"invalid JSON: {exc.msg} at column {exc.colno}", number))
+            continue
+        except (ValueError, RecursionError) as exc:
+            skipped.append(SkippedInput(source, f"invalid JSON: {_describe(exc)}", number))
+            continue
+        if not isinstance(record, dict):
+            reason = f"record is not a JSON object (got {_json_type(record)})"
+        elif "text" not in record:
+            reason = 'no "text" key'
+        elif not isinstance(record["text"], str):
+            reason = f'"text" is not a string (got {_json_type(record["text"])})'
+        elif not record["text"].strip():
+            reason = 'empty "text"'
+        else:
+            records.append((number, record["text"], {k: v for k, v in record.items() if k != "text"}))
+            continue
+        skipped.append(SkippedInput(source, reason, number))
+    return records, skipped
+
+
+_READERS = {".txt": _read_plain, ".md": _read_plain, ".pdf": _read_pdf, ".docx": _read_docx}
+
+
+# ---- ingest -----------------------------------------------------------------------------------------
+
+
+def _junk_reason(key: str) -> str | None:
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if not parts or key.endswith("/"):
+        return "folder marker, not a file"
+    name = parts[-1]
+    if "__MACOSX" in parts[:-1]:
+        return "macOS archive metadata (__MACOSX folder)"
+    if name == ".DS_Store":
+        return "macOS folder metadata (.DS_Store)"
+    if name.startswith("._"):
+        return "macOS resource fork (._ file)"
+    if any(p.startswith(".") for p in parts):
+        return "hidden file or folder"
+    if name.startswith("~$"):
+        return "Office lock file (~$)"
+    return None
+
+
+def _extension(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > 0 else ""
+
+
+def _drafts(
+    key: str, data: bytes, chunk_size: int, truncation_type: str
+) -> tuple[list[tuple[int, str, dict[str, Any]]], list[SkippedInput]]:
+    """``(position, text, metadata)`` of each chunk of one file before dedup, and its skipped lines."""
+    junk = _junk_reason(key)
+    if junk:
+        raise _Skip(junk)
+    extension = _extension(key)
+    if extension not in SUPPORTED_EXTENSIONS:
+        raise _Skip(f"unsupported extension {extension or '(none)'}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+    if not data.strip():
+        raise _Skip("empty file")
+    if extension == ".jsonl":
+        records, skipped = _read_jsonl(key, _read_plain(data))
+        # Records are never split (a record is one unit to classify), only cut; position is the 0-based
+        # line so that an id does not change when a bad line elsewhere in the file is fixed.
+        drafts = [
+            (number - 1, truncate(_normalise(_clean(text)), chunk_size, truncation_type), metadata)
+            for number, text, metadata in records
+        ]
+        return [d for d in drafts if d[1]], skipped
+    text = _clean(_READERS[extension](data))
+    if not text.strip():
+        raise _Skip("empty file")
+    return [(i, chunk, {}) for i, chunk in enumerate(chunk_text(text, chunk_size))], []
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    chunks: list[Chunk]
+    skipped: list[SkippedInput]
+    files_read: int  # files whose content was parsed; files_read + files_skipped == files given
+    duplicates_dropped: int
+    per_source: dict[str, int] = field(default_factory=dict)  # chunks kept per file read (0 if all were dupes)
+
+    def report(self) -> dict[str, Any]:
+        """The content of ``ingest_report.json``."""
+        return {
+            "files_read": self.files_read,
+            "files_skipped": sum(1 for s in self.skipped if s.line is None),
+            "chunks_made": len(self.chunks),
+            "duplicates_dropped": self.duplicates_dropped,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "per_source": dict(self.per_source),
+        }
+
+
+def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_type: str) -> IngestResult:
+    """Read ``(key, bytes)`` pairs into chunks, in sorted key order so the output is deterministic.
+
+    Raises ``NoUsableChunks`` (with the full result as ``.result``, for the report) when nothing is left.
+    """
+    _check_chunk_size(chunk_size)
+    _check_truncation_type(truncation_type)
+    chunks: list[Chunk] = []
+    skipped: list[SkippedInput] = []
+    per_source: dict[str, int] = {}
+    seen: set[str] = set()
+    duplicates = 0
+    for key, data in sorted(files, key=lambda pair: pair[0]):
+        try:
+            drafts, line_skips = _drafts(key, data, chunk_size, truncation_type)
+        except _Skip as skip:
+            skipped.append(SkippedInput(source=key, reason=skip.reason))
+            continue
+        skipped.extend(line_skips)
+        per_source[key] = 0
+        for position, text, metadata in drafts:
+            if text in seen:
+                duplicates += 1
+                continue
+            seen.add(text)
+            per_source[key] += 1
+            chunks.append(Chunk(chunk_id(key, position, text), text, key, position, metadata))
+    result = IngestResult(chunks, skipped, len(per_source), duplicates, per_source)
+    if not chunks:
+        counts = result.report()
+        raise NoUsableChunks(
+            f"no usable chunks: {counts['files_read']} file(s) read, {counts['files_skipped']} skipped, "
+            f"{len(skipped) - counts['files_skipped']} .jsonl line(s) skipped; "
+            "ingest_report.json lists every skipped input and why",
+            result=result,
+        )
+    return result

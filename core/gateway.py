@@ -1,0 +1,114 @@
+"""The one path every LLM call takes: response cache first, then the model, and a ledger line either way.
+
+``LLMGateway.chat`` looks the request up in the ``ResponseCache``; a hit costs nothing and is returned with
+``cached=True``. A miss calls the ``LLM`` adapter, stores the reply in the cache before anything else (the
+money is spent, the answer must survive a kill), then records tokens, cost and latency. Errors from the
+adapter are recorded and re-raised unchanged; the gateway never retries (the adapter already has) and never
+decides whether a reply is usable (rules and labeling do, asking again with ``attempt=1``, which is a
+distinct, equally resumable cache entry). Concurrent identical requests are made once: the second waits for
+the first and is then served from the cache.
+
+Ledger error strings are scrubbed of the endpoint's API key and of anything shaped like one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.cache import ResponseCache, request_key
+from core.errors import PermanentError, RetryableError
+from core.ledger import COST_UNKNOWN_NOTE, Ledger
+from core.llm import LLM, Endpoint, scrub
+from core.schema import CallRecord, LLMReply
+
+MAX_ERROR_CHARS = 500
+
+
+def ledger_error(exc: BaseException, api_key: str | None) -> str:
+    """The exception as one short line for the ledger, with the key and key-shaped text removed.
+
+    The adapter already scrubs its messages; this second pass guards errors raised anywhere else.
+    """
+    return scrub(f"{type(exc).__name__}: {exc}", api_key)[:MAX_ERROR_CHARS]
+
+
+class LLMGateway:
+    """Cached, ledgered chat calls over one ``LLM`` adapter."""
+
+    def __init__(self, llm: LLM, cache: ResponseCache, ledger: Ledger, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._llm = llm
+        self._cache = cache
+        self._ledger = ledger
+        self._clock = clock
+        # key -> [lock, holders]; entries vanish when the last holder leaves so memory stays flat.
+        self._locks: dict[str, list[Any]] = {}
+
+    async def chat(
+        self,
+        *,
+        stage: str,
+        chunk_id: str,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int = 400,
+        temperature: float = 0.0,
+        logprobs: bool = False,
+        attempt: int = 0,
+    ) -> LLMReply:
+        """The reply for this request: from the cache when any run already paid for it, else from the model.
+
+        ``attempt`` > 0 asks again with a different cache key (for a reply the caller could not use).
+        Raises the adapter's ``RetryableError``/``PermanentError`` after recording it.
+        """
+        key = request_key(endpoint.model, messages, response_format=response_format, max_tokens=max_tokens,
+                          temperature=temperature, logprobs=logprobs, attempt=attempt)
+        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                hit = await asyncio.to_thread(self._cache.get, key)
+                if hit is not None:
+                    self._ledger.record(CallRecord(ts=self._clock(), stage=stage, model=endpoint.model,
+                                                   cache_key=key, outcome="cache_hit", chunk_id=chunk_id))
+                    # No money was spent on this reply; report it that way to anyone summing replies.
+                    return dataclasses.replace(hit, cached=True, cost_usd=0.0)
+                return await self._call(key, stage=stage, chunk_id=chunk_id, endpoint=endpoint,
+                                        messages=messages, response_format=response_format,
+                                        max_tokens=max_tokens, temperature=temperature, logprobs=logprobs)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+    async def _call(self, key: str, *, stage: str, chunk_id: str, endpoint: Endpoint,
+                    messages: list[dict[str, Any]], response_format: dict[str, Any] | None,
+                    max_tokens: int, temperature: float, logprobs: bool) -> LLMReply:
+        started = time.monotonic()
+        try:
+            reply = await self._llm.chat(endpoint, messages, response_format=response_format,
+                                         max_tokens=max_tokens, temperature=temperature, logprobs=logprobs)
+        except (RetryableError, PermanentError) as exc:
+            outcome = "retryable_error" if isinstance(exc, RetryableError) else "permanent_error"
+            self._ledger.record(CallRecord(
+                ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key, outcome=outcome,
+                latency_s=round(time.monotonic() - started, 4),
+                error=ledger_error(exc, endpoint.api_key), chunk_id=chunk_id,
+            ))
+            raise
+        try:
+            await asyncio.to_thread(self._cache.put, key, reply)
+        finally:
+            # The call was paid for even if storing it failed: the ledger must show it.
+            self._ledger.record(CallRecord(
+                ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key, outcome="ok",
+                tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, latency_s=reply.latency_s,
+                cost_usd=reply.cost_usd, cost_note="" if reply.cost_known else COST_UNKNOWN_NOTE,
+                chunk_id=chunk_id,
+            ))
+        return dataclasses.replace(reply, cached=False)

@@ -1,0 +1,229 @@
+"""Labeling: one LLM call per chunk under the written rules, parsed into a class or a recorded failure.
+
+Pure prompt building and reply parsing come first; then ``label_chunk`` (one chunk, one retry for an
+unusable reply) and ``label_many`` (a bounded-concurrency fan-out that appends every finished label to a
+shard log as it completes, so a kill loses at most the calls in flight and the last flush interval).
+A reply that names no class is never guessed: after one fresh retry it is recorded as failed with the raw
+reply. Which model labels which set is the pipeline's decision, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import LLMAuthError, PermanentError, RetryableError
+from core.rules import Chat
+from core.schema import Chunk, Label, LLMReply
+from core.shards import ShardWriter, read_shards
+
+FORMAT_MODES = ("json_schema", "json_object", "none")
+
+
+@dataclass(frozen=True)
+class LabelPrompt:
+    """Everything that is the same for every chunk of a run: a stable prompt prefix for provider caching."""
+
+    classes: list[str]
+    rules: str
+    format_mode: str  # one of FORMAT_MODES
+
+    def system_message(self) -> str:
+        listed = "\n".join(f"- {c}" for c in self.classes)
+        if self.format_mode == "none":
+            answer = ("Answer in exactly two lines:\nReason: <one short sentence>\n"
+                      "Final label: <one class name, exactly as written>")
+        else:
+            answer = ('Answer with a JSON object {"reason": "<one short sentence>", '
+                      '"label": "<one class name, exactly as written>"} and nothing else.')
+        return (
+            "You label texts for a text classifier. Follow these rules:\n\n"
+            f"{self.rules.strip()}\n\n"
+            f"The classes are:\n{listed}\n\n"
+            "The user sends one text between <text> and </text>. Pick exactly one class for it. "
+            f"{answer}"
+        )
+
+    def messages(self, text: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system_message()},
+            {"role": "user", "content": f"<text>\n{text}\n</text>"},
+        ]
+
+    def response_format(self) -> dict[str, Any] | None:
+        if self.format_mode == "json_schema":
+            return label_schema(self.classes)
+        if self.format_mode == "json_object":
+            return {"type": "json_object"}
+        return None
+
+
+def label_schema(classes: list[str]) -> dict[str, Any]:
+    """OpenAI-style structured output whose ``label`` can only be one of the classes."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "label",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"reason": {"type": "string"}, "label": {"type": "string", "enum": classes}},
+                "required": ["reason", "label"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def match_class(value: Any, classes: list[str]) -> str | None:
+    """Exact name, then case/quote/punctuation-insensitive name, then a 0-based class index."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return classes[value] if 0 <= value < len(classes) else None
+    text = str(value).strip()
+    if text in classes:
+        return text
+    norm = re.sub(r"^[\s\"'`*\[(<]+|[\s\"'`*.!,;:\])>]+$", "", text).casefold()
+    for c in classes:
+        if c.casefold() == norm:
+            return c
+    if norm.isdigit():
+        return match_class(int(norm), classes)
+    return None
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_FINAL = re.compile(r"final\s+label\s*[:=]\s*(.+)", re.I)
+_REASON = re.compile(r"reason\s*[:=]\s*(.+)", re.I)
+
+
+def _json_candidates(text: str) -> list[str]:
+    out = [text.strip()]
+    out += [m.strip() for m in _FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        out.append(text[start:end + 1])
+    return out
+
+
+def parse_reply(text: str, classes: list[str]) -> tuple[str | None, str]:
+    """``(label or None, reason)`` from any of the reply forms models produce.
+
+    >>> parse_reply('{"reason": "prize offer", "label": "spam"}', ["ham", "spam"])
+    ('spam', 'prize offer')
+    >>> parse_reply("Reason: a friend\\nFinal label: Ham", ["ham", "spam"])
+    ('ham', 'a friend')
+    """
+    for cand in _json_candidates(text):
+        try:
+            obj = json.loads(cand)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(obj, dict) and "label" in obj:
+            return match_class(obj["label"], classes), str(obj.get("reason", ""))[:500]
+    reason_m = _REASON.search(text)
+    reason = reason_m.group(1).strip()[:500] if reason_m else ""
+    finals = _FINAL.findall(text)
+    if finals:
+        return match_class(finals[-1], classes), reason
+    bare = match_class(text, classes)
+    if bare is not None:
+        return bare, reason
+    # Last resort: exactly one class named as a whole word on the last non-empty line.
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if lines:
+        last = lines[-1]
+        hits = [c for c in classes if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", last, re.I)]
+        if len(hits) == 1:
+            return hits[0], reason
+    return None, reason
+
+
+def label_confidence(reply: LLMReply, label: str) -> float | None:
+    """Probability of the label's first token, where the provider returned logprobs."""
+    if not reply.logprobs:
+        return None
+    for tok in reply.logprobs:
+        piece = str(tok.get("token", "")).strip().strip('"')
+        if piece and label.startswith(piece) and "logprob" in tok:
+            return round(math.exp(float(tok["logprob"])), 6)
+    return None
+
+
+async def label_chunk(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunk: Chunk, *, stage: str,
+                      max_tokens: int = 400, temperature: float = 0.0, logprobs: bool = False) -> Label:
+    """Label one chunk. Raises only ``LLMAuthError`` (which must stop the run)."""
+    messages = prompt.messages(chunk.text)
+    raw = ""
+    for attempt in range(2):
+        try:
+            reply = await chat.chat(stage=stage, chunk_id=chunk.id, endpoint=endpoint, messages=messages,
+                                    response_format=prompt.response_format(), max_tokens=max_tokens,
+                                    temperature=temperature, logprobs=logprobs, attempt=attempt)
+        except LLMAuthError:
+            raise
+        except RetryableError as exc:
+            return Label(chunk.id, None, "failed", endpoint.model, error=f"provider unavailable: {exc}",
+                         retryable=True)
+        except PermanentError as exc:
+            return Label(chunk.id, None, "failed", endpoint.model, error=f"request rejected: {exc}")
+        raw = reply.text
+        label, reason = parse_reply(reply.text, prompt.classes)
+        if label is not None:
+            return Label(chunk.id, label, "ok", endpoint.model, reason=reason,
+                         confidence=label_confidence(reply, label))
+    return Label(chunk.id, None, "failed", endpoint.model, raw=raw[:2000],
+                 error="reply names no class (after one retry)")
+
+
+def load_labels(storage: Any, prefix: str) -> dict[str, Label]:
+    """Labels already recorded under ``prefix``; a later record for a chunk wins over an earlier one."""
+    return {d["chunk_id"]: Label.from_dict(d) for d in read_shards(storage, prefix)}
+
+
+def needs_label(existing: Label | None) -> bool:
+    """A chunk is done unless it has no record or failed only because the provider was unavailable."""
+    return existing is None or (not existing.ok and existing.retryable)
+
+
+async def label_many(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunks: Iterable[Chunk], *,
+                     stage: str, sink: ShardWriter, workers: int = 50,
+                     on_done: Callable[[Label], None] | None = None,
+                     should_stop: Callable[[], bool] = lambda: False, **call_opts: Any) -> list[Label]:
+    """Label every chunk with at most ``workers`` calls in flight; each result goes to ``sink`` at once.
+
+    Workers pull from a queue rather than one task per chunk, so memory stays flat for large sets.
+    An auth error cancels the rest and propagates. ``should_stop`` (a SIGTERM) stops workers taking new chunks;
+    calls in flight finish and are recorded.
+    """
+    queue: asyncio.Queue[Chunk] = asyncio.Queue()
+    for c in chunks:
+        queue.put_nowait(c)
+    results: list[Label] = []
+
+    async def worker() -> None:
+        while not should_stop():
+            try:
+                chunk = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            label = await label_chunk(chat, endpoint, prompt, chunk, stage=stage, **call_opts)
+            sink.append(label.to_dict())
+            results.append(label)
+            if on_done is not None:
+                on_done(label)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(workers, queue.qsize())))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        sink.flush()
+    return results

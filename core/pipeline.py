@@ -1,0 +1,198 @@
+"""The one orchestrator: load or create the state, take the lease, run steps until done, save after each.
+
+    state = load or new ─► while step != DONE: run step ─► record timing ─► next_step() ─► save state
+
+Dispatch lives in ``STEPS`` alone. A step that fails leaves the state at that step (saved), so the same
+command resumes there; a stop request (SIGTERM) lets the current step finish what it has in flight, saves,
+and returns without advancing. Building adapters and reading settings is the handlers' job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core import steps
+from core.config import config_fingerprint
+from core.errors import StateError
+from core.schema import CallRecord
+from core.state import (
+    Lease,
+    Limits,
+    State,
+    Step,
+    acquire_lease,
+    check_resumable,
+    load_state,
+    next_step,
+    release_lease,
+    renew_lease,
+    save_state,
+)
+from core.steps import RunContext
+
+log = logging.getLogger("bootstrapper")
+
+
+def _do_report(ctx: RunContext, state: State) -> None:
+    from core import meta, report
+
+    records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
+    s = ctx.settings
+    if s.meta_datagen.do_meta_datagen:
+        examples = meta.build_meta_examples(s.meta_datagen.meta_datagen_keys, s.meta_datagen.meta_datagen_extras,
+                                            _rules_result(ctx), _label_calls(ctx))
+        meta.write_meta_dataset(ctx.output, examples)
+    ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
+    label_summary = {k: v for k, v in state.counters.items() if "label" in k}
+    label_summary["failed_examples"] = _failed_examples(ctx)
+    report.write_report(ctx.output, state, settings_summary=s.redacted_dict(), ledger_records=records,
+                        ingest_report=ingest, label_summary=label_summary)
+
+
+def _rules_result(ctx: RunContext):  # type: ignore[no-untyped-def]
+    from core.rules import RulesResult
+    from core.schema import LLMReply
+
+    d = json.loads(ctx.output.read_text(steps.RULES_KEY))
+    reply = LLMReply(text=d["text"], model=d["model"], tokens_in=0, tokens_out=0, latency_s=0.0, cost_usd=0.0,
+                     cost_known=False)
+    return RulesResult(text=d["text"], messages=d["messages"], reply=reply)
+
+
+def _label_calls(ctx: RunContext) -> list[tuple[list[dict], str]]:
+    """(messages, raw reply) of every successful label, rebuilt from the cache: no call is repeated."""
+    from core import labeling
+
+    chunks = steps.load_chunks(ctx)
+    out: list[tuple[list[dict], str]] = []
+    for prefix, endpoint in ((steps.TEST_LABELS, ctx.large), (steps.TRAIN_LABELS, ctx.small)):
+        prompt = steps.label_prompt(ctx, endpoint)
+        for cid, lab in labeling.load_labels(ctx.output, prefix).items():
+            if lab.ok and cid in chunks:
+                answer = json.dumps({"reason": lab.reason, "label": lab.label})
+                if prompt.format_mode == "none":
+                    answer = f"Reason: {lab.reason}\nFinal label: {lab.label}"
+                out.append((prompt.messages(chunks[cid].text), answer))
+    return out
+
+
+def _failed_examples(ctx: RunContext, limit: int = 5) -> list[dict]:
+    from core import labeling
+
+    failed = []
+    for prefix in (steps.TEST_LABELS, steps.TRAIN_LABELS):
+        failed += [lab.to_dict() for lab in labeling.load_labels(ctx.output, prefix).values() if not lab.ok]
+    return failed[:limit]
+
+
+STEPS: dict[Step, Callable[[RunContext, State], None]] = {
+    Step.INGEST: steps.do_ingest,
+    Step.SPLIT: steps.do_split,
+    Step.RULES: steps.do_rules,
+    Step.LABEL_TEST: steps.do_label_test,
+    Step.LABEL_TRAIN: steps.do_label_train,
+    Step.TRAIN: steps.do_train,
+    Step.EVALUATE: steps.do_evaluate,
+    Step.PREDICT: steps.do_predict,
+    Step.REPORT: _do_report,
+}
+
+
+def limits_of(ctx: RunContext) -> Limits:
+    s = ctx.settings
+    return Limits(required_accuracy=s.system.required_accuracy, max_iters=s.training.max_iters,
+                  predict_at_end=s.classification.predict_on_whole_set_at_the_end)
+
+
+def advance(state: State, limits: Limits) -> State:
+    """Move ``state`` past its finished step; entering LABEL_TRAIN opens a new iteration."""
+    nxt, reason = next_step(state, limits)
+    if nxt is Step.LABEL_TRAIN:
+        state.iteration += 1
+        steps.new_iteration(state)
+    if reason and not state.stop_reason:
+        state.stop_reason = reason
+    state.step = nxt
+    if nxt is Step.DONE:
+        state.status = "done"
+    return state
+
+
+def _wipe(ctx: RunContext) -> None:
+    """``--restart``: forget everything in the output location except the response cache (already paid for)."""
+    for key in list(ctx.output.list("")):
+        if not key.startswith("cache/") and key != "lease.json":
+            ctx.output.delete(key)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    state: State
+    stopped_early: bool  # a stop request interrupted the run; re-run to resume
+
+
+def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
+        pid_alive: Callable[[int], bool] | None = None) -> RunOutcome:
+    fingerprint = config_fingerprint(ctx.settings)
+    ttl = ctx.settings.system.lease_ttl_s
+    lease = Lease.new(ttl, os.getpid(), job_id)
+    acquire_lease(ctx.output, lease, pid_alive or _pid_alive)
+    try:
+        if restart:
+            _wipe(ctx)
+        state = load_state(ctx.output)
+        if state is None:
+            state = State(config_fingerprint=fingerprint)
+            save_state(ctx.output, state)
+        else:
+            check_resumable(state, fingerprint)
+            if state.step is not Step.DONE:
+                log.info("resuming at step %s (iteration %d)", state.step.value, state.iteration)
+        limits = limits_of(ctx)
+        while state.step is not Step.DONE:
+            if ctx.should_stop():
+                return RunOutcome(state, True)
+            step = state.step
+            log.info("step %s started%s", step.value, f" (iteration {state.iteration})" if state.iteration else "")
+            started = time.monotonic()
+            try:
+                STEPS[step](ctx, state)
+            finally:
+                ctx.ledger.flush()
+            took = time.monotonic() - started
+            state.step_seconds[step.value] = round(state.step_seconds.get(step.value, 0.0) + took, 2)
+            if ctx.should_stop():
+                # The step may be incomplete (labeling stops taking work): run it again on resume.
+                save_state(ctx.output, state)
+                log.info("stop requested: state saved at step %s; re-run to resume", step.value)
+                return RunOutcome(state, True)
+            advance(state, limits)
+            save_state(ctx.output, state)
+            lease = renew_lease(ctx.output, lease, ttl)
+            log.info("step %s finished in %.1fs", step.value, took)
+        return RunOutcome(state, False)
+    finally:
+        ctx.ledger.flush()
+        release_lease(ctx.output, lease)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_state(output) -> State:  # type: ignore[no-untyped-def]
+    state = load_state(output)
+    if state is None:
+        raise StateError(f"no run found at {output.uri('state.json')}")
+    return state

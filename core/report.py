@@ -1,0 +1,458 @@
+"""Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots.
+
+Pure functions build each piece (``metrics_document``, ``render_report_md``, ``learning_curve_png``,
+``confusion_matrix_png``, ``format_status``); ``write_report`` is the only function that touches storage.
+Nothing here computes a metric or prices a call: it renders what ``State`` (per-iteration ``Metrics`` dicts),
+``core.ledger.totals`` and the ingestion and labeling summaries already hold.
+
+The dict inputs, and the keys read from them (any may be missing):
+- ``settings_summary``: ``Settings.redacted_dict()``; reads classification.classes,
+  system.required_accuracy, api.large_model / api.small_model and path.output.
+- ``ingest_report``: top-level numbers are counts (``{"files": 12, "chunks": 900, ...}``), and ``"skipped"``
+  is a list of ``SkippedInput.to_dict()`` (``line`` is set for a bad .jsonl line, None for a whole file).
+- ``label_summary``: what ``summarize_labels`` returns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from core.ledger import totals as ledger_totals
+from core.schema import CallRecord, Label, Metrics
+from core.state import IterationRecord, State, best_iteration
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from core.storage import Storage
+
+ORACLE_PREFIX = "openai/oracle"
+FAILED_SAMPLES = 5
+MAX_LINE_SKIPS_SHOWN = 50  # a broken .jsonl can skip thousands of lines; the count is always complete
+REPORT_KEY = "report.md"
+METRICS_KEY = "metrics.json"
+LEARNING_CURVE_KEY = "plots/learning_curve.png"
+CONFUSION_KEY = "plots/confusion_matrix.png"
+
+
+# ---------------------------------------------------------------- small pure helpers
+
+def classifier_dir(n: int) -> str:
+    return f"classifiers/classifier_{n}/"
+
+
+def is_oracle_model(model: str) -> bool:
+    return model.startswith(ORACLE_PREFIX)
+
+
+def uses_oracle(settings_summary: Mapping[str, Any], totals: Mapping[str, Any]) -> bool:
+    """True when either configured model or any model in the ledger is the local oracle stand-in."""
+    api = settings_summary.get("api") or {}
+    names = [api.get("large_model") or "", api.get("small_model") or "", *totals.get("by_model", {})]
+    return any(is_oracle_model(n) for n in names)
+
+
+def summarize_labels(labels_by_set: Mapping[str, Iterable[Label]], samples: int = FAILED_SAMPLES) -> dict[str, Any]:
+    """Counts per label set (e.g. ``{"test": [...], "train": [...]}``) and the first few failed replies.
+
+    Failures that kept a raw reply (the model answered, but named no class) are shown before provider
+    errors, because those replies are what a user can act on (rules or prompt too vague, wrong model).
+    """
+    sets: dict[str, dict[str, int]] = {}
+    with_raw: list[dict[str, Any]] = []
+    without_raw: list[dict[str, Any]] = []
+    for name, labels in labels_by_set.items():
+        counts = {"ok": 0, "failed": 0, "retryable": 0}
+        for lab in labels:
+            if lab.ok:
+                counts["ok"] += 1
+                continue
+            counts["failed"] += 1
+            counts["retryable"] += int(lab.retryable)
+            bucket = with_raw if lab.raw else without_raw
+            if len(bucket) < samples:
+                bucket.append({"set": name, "chunk_id": lab.chunk_id, "model": lab.model, "error": lab.error,
+                               "raw": lab.raw[:500]})
+        sets[name] = counts
+    return {"sets": sets, "failed_total": sum(c["failed"] for c in sets.values()),
+            "failed_samples": (with_raw + without_raw)[:samples]}
+
+
+def _best(state: State) -> int | None:
+    return state.best_iteration if state.best_iteration is not None else best_iteration(state.iterations)
+
+
+def _record(state: State, n: int | None) -> IterationRecord | None:
+    return next((it for it in state.iterations if it.n == n), None)
+
+
+def _required_accuracy(settings_summary: Mapping[str, Any]) -> float | None:
+    value = (settings_summary.get("system") or {}).get("required_accuracy")
+    return float(value) if value is not None else None
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(map(_cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
+    return lines
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _acc_ci(m: Mapping[str, Any]) -> str:
+    lo, hi = m["accuracy_ci95"]
+    return f"{_pct(m['accuracy'])} ({_pct(lo)}–{_pct(hi)})"
+
+
+def _seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _money(bucket: Mapping[str, Any]) -> str:
+    cost = f"${bucket.get('cost_usd', 0.0):.4f}"
+    if bucket.get("unknown_cost_models"):
+        return f"{cost} + unknown*" if bucket.get("cost_usd") else "unknown*"
+    return cost
+
+
+# ---------------------------------------------------------------- metrics.json
+
+def metrics_document(state: State, *, settings_summary: Mapping[str, Any], totals: Mapping[str, Any],
+                     ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything machine-readable about the run, in one JSON-ready dict."""
+    best = _best(state)
+    return {
+        "status": state.status,
+        "step": state.step.value,
+        "stop_reason": state.stop_reason,
+        "required_accuracy": _required_accuracy(settings_summary),
+        "best_iteration": best,
+        "best_classifier": classifier_dir(best) if best is not None else None,
+        "iterations": [
+            {"iteration": it.n, "train_examples": it.train_examples, "train_ids": it.train_ids,
+             "failed_labels": it.failed_labels, "train_seconds": it.train_seconds,
+             "examples_per_s": it.examples_per_s, "metrics": it.metrics, "gold_metrics": it.gold_metrics}
+            for it in state.iterations
+        ],
+        "llm": dict(totals),
+        "labels_from_oracle": uses_oracle(settings_summary, totals),
+        "ingestion": dict(ingest_report),
+        "labels": dict(label_summary),
+        "step_seconds": dict(state.step_seconds),
+    }
+
+
+# ---------------------------------------------------------------- report.md sections
+
+def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: bool) -> list[str]:
+    required = _required_accuracy(settings_summary)
+    lines = ["# Classifier bootstrapper report", ""]
+    status = {"done": "finished", "failed": "failed"}.get(state.status, f"in progress (step `{state.step.value}`)")
+    lines.append(f"**Status:** {status}, after {len(state.iterations)} training iteration(s).")
+    lines.append(f"**Why the loop stopped:** {state.stop_reason or 'it has not stopped yet.'}")
+    classes = (settings_summary.get("classification") or {}).get("classes")
+    if classes:
+        lines.append(f"**Classes:** {', '.join(classes)}.")
+    if required is not None:
+        lines.append(f"**Required accuracy:** {_pct(required)}.")
+    api = settings_summary.get("api") or {}
+    if api:
+        lines.append(f"**Models:** rules and test labels by `{api.get('large_model')}`, training labels by "
+                     f"`{api.get('small_model')}`.")
+    lines.append("")
+    if oracle:
+        lines += ["> **The labels in this run did not come from an LLM.** The models are the local oracle "
+                  "(`openai/oracle-*`), a stand-in server that answers from the human labels found in the "
+                  "input. The accuracy figures show how well the classifier learns those human labels, not "
+                  "how good an LLM's labels would be, and the spend figures are not real costs.", ""]
+    lines += ["Accuracy is agreement with the large model's labels on the held-out test set (95% Wilson "
+              "interval in brackets). Where the input carried human labels, *gold accuracy* compares with "
+              "those instead.", ""]
+    return lines
+
+
+def _best_section(state: State, settings_summary: Mapping[str, Any]) -> list[str]:
+    best = _best(state)
+    if best is None:
+        return ["## Best classifier", "", "No classifier has been evaluated yet.", ""]
+    rec = _record(state, best)
+    path = classifier_dir(best)
+    output = str((settings_summary.get("path") or {}).get("output") or "OUTPUT").rstrip("/")
+    lines = ["## Best classifier", "", f"Iteration {best}: `{path}` in the output location"
+             + (f", accuracy {_acc_ci(rec.metrics)} on {rec.metrics['n']} test labels." if rec and rec.metrics
+                else ".")]
+    if output.startswith("s3://"):
+        lines += ["", f"Copy it locally first: `aws s3 cp --recursive {output}/{path} ./classifier_{best}/`"]
+        local = f"./classifier_{best}"
+    else:
+        local = f"{output}/{path}".rstrip("/")
+    lines += ["", "Load it with transformers:", "", "```python", "from transformers import pipeline", "",
+              f'clf = pipeline("text-classification", model="{local}", top_k=None)',
+              'print(clf("some text to classify"))  # every class with its probability', "```", ""]
+    return lines
+
+
+def _iterations_section(state: State) -> list[str]:
+    best = _best(state)
+    gold = any(it.gold_metrics for it in state.iterations)
+    headers = ["iteration", "training examples", "accuracy (95% CI)", "macro-F1", "test n"]
+    headers += ["gold accuracy (95% CI)"] if gold else []
+    headers += ["train time"]
+    rows = []
+    for it in state.iterations:
+        m = it.metrics
+        row: list[Any] = [f"{it.n} (best)" if it.n == best else it.n, it.train_examples,
+                          _acc_ci(m) if m else "—", f"{m['macro_f1']:.3f}" if m else "—", m["n"] if m else "—"]
+        if gold:
+            row.append(_acc_ci(it.gold_metrics) + f", n={it.gold_metrics['n']}" if it.gold_metrics else "—")
+        row.append(_seconds(it.train_seconds))
+        rows.append(row)
+    if not rows:
+        return ["## Iterations", "", "No training iteration has run yet.", ""]
+    return ["## Iterations", "", *_table(headers, rows), ""]
+
+
+def _best_details_section(state: State) -> list[str]:
+    rec = _record(state, _best(state))
+    if rec is None or not rec.metrics:
+        return []
+    m = Metrics.from_dict(rec.metrics)
+    per_class = [[c, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", s.support]
+                 for c, s in m.per_class.items()]
+    confusion = [[f"**{true}**", *row] for true, row in zip(m.labels, m.confusion)]
+    return ["## Per-class scores of the best classifier", "",
+            *_table(["class", "precision", "recall", "F1", "support"], per_class), "",
+            "Confusion matrix (rows: test label, columns: prediction):", "",
+            *_table(["label \\ predicted", *m.labels], confusion), ""]
+
+
+def _spend_section(totals: Mapping[str, Any]) -> list[str]:
+    overall = totals.get("overall")
+    if not overall or not overall.get("calls"):
+        return ["## LLM spend", "", "No LLM calls recorded.", ""]
+    headers = ["calls", "cache hits", "failures", "tokens in", "tokens out", "cost"]
+
+    def rows(group: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
+        return [[name, b["calls"], b["cache_hits"], b["failures"], b["tokens_in"], b["tokens_out"], _money(b)]
+                for name, b in group.items()]
+
+    lines = ["## LLM spend", "", *_table(["model", *headers], rows(totals.get("by_model", {}))), "",
+             *_table(["stage", *headers], rows(totals.get("by_stage", {}))), "",
+             f"Total: {overall['calls']} calls ({overall['cache_hits']} served from the cache at no cost), "
+             f"{_money(overall)}."]
+    if overall.get("unknown_cost_models"):
+        lines.append(f"\\* litellm's cost map does not price {', '.join(overall['unknown_cost_models'])}: "
+                     "those calls are missing from the cost.")
+    return [*lines, ""]
+
+
+def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
+    counts = {k: v for k, v in ingest_report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    skipped = list(ingest_report.get("skipped") or [])
+    files = [s for s in skipped if s.get("line") is None]
+    lines_ = [s for s in skipped if s.get("line") is not None]
+    out = ["## Ingestion", ""]
+    out += [f"- {k.replace('_', ' ')}: {v}" for k, v in counts.items()] or ["- no counts recorded"]
+    out += ["", f"Skipped files: {len(files)}."]
+    out += [f"- `{s['source']}`: {s['reason']}" for s in files]
+    if lines_:
+        out += ["", f"Skipped .jsonl lines: {len(lines_)}."]
+        out += [f"- `{s['source']}` line {s['line']}: {s['reason']}" for s in lines_[:MAX_LINE_SKIPS_SHOWN]]
+        if len(lines_) > MAX_LINE_SKIPS_SHOWN:
+            out.append(f"- … and {len(lines_) - MAX_LINE_SKIPS_SHOWN} more (all listed in metrics.json).")
+    return [*out, ""]
+
+
+def _labels_section(label_summary: Mapping[str, Any]) -> list[str]:
+    sets = label_summary.get("sets") or {}
+    out = ["## Labels", ""]
+    if sets:
+        out += _table(["set", "labeled", "failed", "of which provider unavailable"],
+                      [[name, c["ok"], c["failed"], c["retryable"]] for name, c in sets.items()])
+        out.append("")
+    out.append(f"Failed labels: {label_summary.get('failed_total', 0)}. A failed label is recorded, never "
+               "guessed, and its chunk is left out of training and evaluation.")
+    samples = label_summary.get("failed_samples") or []
+    if samples:
+        out += ["", "First failed replies:", ""]
+        for s in samples:
+            reply = s.get("raw") or "(no reply)"
+            out.append(f"- {s.get('set', '?')} `{s.get('chunk_id', '?')}` ({s.get('error', '')}): "
+                       f"`{_cell(reply[:200]).replace('`', chr(39))}`")
+    return [*out, ""]
+
+
+def _timings_section(state: State) -> list[str]:
+    if not state.step_seconds:
+        return []
+    rows = [[step, _seconds(s)] for step, s in state.step_seconds.items()]
+    rows.append(["**total**", _seconds(sum(state.step_seconds.values()))])
+    return ["## Step timings", "", *_table(["step", "time"], rows), ""]
+
+
+def render_report_md(state: State, *, settings_summary: Mapping[str, Any], totals: Mapping[str, Any],
+                     ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any],
+                     plot_keys: Iterable[str] = ()) -> str:
+    parts = [
+        *_status_section(state, settings_summary, uses_oracle(settings_summary, totals)),
+        *_best_section(state, settings_summary),
+        *_iterations_section(state),
+        *_best_details_section(state),
+        *_spend_section(totals),
+        *_ingestion_section(ingest_report),
+        *_labels_section(label_summary),
+        *_timings_section(state),
+    ]
+    plot_keys = list(plot_keys)
+    if plot_keys:
+        parts += ["## Plots", "", *[f"![{k}]({k})" for k in plot_keys], ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- plots
+
+def _new_figure(width: float, height: float) -> Figure:
+    # A bare Figure, not pyplot: nothing enters pyplot's global figure registry, so nothing leaks when a
+    # long-lived process renders many reports, and no GUI backend is ever chosen.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.clear()
+    return buf.getvalue()
+
+
+def _curve(iterations: list[IterationRecord], attr: str) -> tuple[list[int], list[float], list[list[float]]]:
+    xs, ys, err = [], [], [[], []]
+    for it in iterations:
+        m = getattr(it, attr)
+        if m:
+            lo, hi = m["accuracy_ci95"]
+            xs.append(it.train_examples)
+            ys.append(m["accuracy"])
+            err[0].append(max(0.0, m["accuracy"] - lo))
+            err[1].append(max(0.0, hi - m["accuracy"]))
+    return xs, ys, err
+
+
+def learning_curve_png(state: State, required_accuracy: float | None) -> bytes | None:
+    """Accuracy vs labeled training examples with 95% CI bars; None before the first evaluation."""
+    xs, ys, err = _curve(state.iterations, "metrics")
+    if not xs:
+        return None
+    fig = _new_figure(6.5, 4.0)
+    ax = fig.add_subplot()
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label="accuracy vs LLM test labels")
+    gx, gy, gerr = _curve(state.iterations, "gold_metrics")
+    if gx:
+        ax.errorbar(gx, gy, yerr=gerr, marker="s", capsize=4, linestyle="--", label="accuracy vs human labels")
+    if required_accuracy is not None:
+        ax.axhline(required_accuracy, color="tab:red", linestyle=":", label=f"required {required_accuracy:.2f}")
+    for it in state.iterations:
+        if it.metrics:
+            ax.annotate(str(it.n), (it.train_examples, it.metrics["accuracy"]), textcoords="offset points",
+                        xytext=(5, -12), fontsize=8)
+    ax.set_xlabel("labeled training examples")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_title("Learning curve (numbers: iteration)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def confusion_matrix_png(metrics: Metrics, title: str = "Confusion matrix") -> bytes:
+    k = len(metrics.labels)
+    side = max(4.0, 0.7 * k + 2.0)
+    fig = _new_figure(side, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(metrics.confusion, cmap="Blues")
+    peak = max((max(row) for row in metrics.confusion if row), default=0)
+    for i, row in enumerate(metrics.confusion):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=9,
+                    color="white" if peak and count > peak / 2 else "black")
+    names = [n if len(n) <= 24 else n[:23] + "…" for n in metrics.labels]
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("test label")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- status and writing
+
+def format_status(state: State, totals: Mapping[str, Any]) -> str:
+    """A few lines for ``bootstrapper status OUTPUT``."""
+    lines = [f"status: {state.status}   step: {state.step.value}   iteration: {state.iteration}"]
+    for it in state.iterations:
+        if it.metrics:
+            m = it.metrics
+            gold = f", gold {_pct(it.gold_metrics['accuracy'])}" if it.gold_metrics else ""
+            lines.append(f"  iteration {it.n}: accuracy {_acc_ci(m)}, macro-F1 {m['macro_f1']:.3f}, "
+                         f"{it.train_examples} training examples{gold}")
+        else:
+            lines.append(f"  iteration {it.n}: not evaluated yet ({it.train_examples} training examples)")
+    best = _best(state)
+    lines.append(f"best classifier: {classifier_dir(best) if best is not None else 'none yet'}")
+    overall = totals.get("overall") or {}
+    if overall.get("calls"):
+        unknown = overall.get("unknown_cost_models") or []
+        lines.append(f"LLM spend so far: {_money(overall).rstrip('*')} over {overall['calls']} calls "
+                     f"({overall['cache_hits']} cache hits, {overall['failures']} failures)"
+                     + (f"; cost unknown for {', '.join(unknown)}" if unknown else ""))
+    else:
+        lines.append("LLM spend so far: no calls")
+    if state.stop_reason:
+        lines.append(f"stopped because: {state.stop_reason}")
+    return "\n".join(lines)
+
+
+def write_report(storage: Storage, state: State, *, settings_summary: dict, ledger_records: list[CallRecord],
+                 ingest_report: dict, label_summary: dict, plots: bool = True) -> list[str]:
+    """Write metrics.json, the PNG plots (when ``plots``) and report.md; returns the keys written."""
+    totals = ledger_totals(ledger_records)
+    written: list[str] = []
+    doc = metrics_document(state, settings_summary=settings_summary, totals=totals, ingest_report=ingest_report,
+                           label_summary=label_summary)
+    storage.write_text(METRICS_KEY, json.dumps(doc, indent=2, ensure_ascii=False))
+    written.append(METRICS_KEY)
+    plot_keys: list[str] = []
+    if plots:
+        curve = learning_curve_png(state, _required_accuracy(settings_summary))
+        if curve is not None:
+            storage.write_bytes(LEARNING_CURVE_KEY, curve)
+            plot_keys.append(LEARNING_CURVE_KEY)
+        rec = _record(state, _best(state))
+        if rec is not None and rec.metrics:
+            png = confusion_matrix_png(Metrics.from_dict(rec.metrics), f"Classifier {rec.n} vs LLM test labels")
+            storage.write_bytes(CONFUSION_KEY, png)
+            plot_keys.append(CONFUSION_KEY)
+    written += plot_keys
+    storage.write_text(REPORT_KEY, render_report_md(state, settings_summary=settings_summary, totals=totals,
+                                                    ingest_report=ingest_report, label_summary=label_summary,
+                                                    plot_keys=plot_keys))
+    written.append(REPORT_KEY)
+    return written

@@ -1,0 +1,220 @@
+"""The run's state machine: steps, the versioned state record, the pure transition function, the lease.
+
+    INGEST -> SPLIT -> RULES -> LABEL_TEST -> [LABEL_TRAIN -> TRAIN -> EVALUATE]* -> PREDICT -> REPORT -> DONE
+
+``next_step`` is pure: it looks only at the state and the stopping limits. The pipeline runs the current
+step, records its outcome in the state, saves it, and asks ``next_step`` where to go. Nothing here runs a
+step. A ``schema_version`` guards loading a state written by another version; the config fingerprint guards
+resuming with a config that would invalidate finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from core.errors import LeaseHeld, ObjectNotFound, StateError
+
+if TYPE_CHECKING:
+    from core.storage import Storage
+
+SCHEMA_VERSION = 1
+STATE_KEY = "state.json"
+LEASE_KEY = "lease.json"
+
+
+class Step(str, Enum):
+    INGEST = "ingest"
+    SPLIT = "split"
+    RULES = "rules"
+    LABEL_TEST = "label_test"
+    LABEL_TRAIN = "label_train"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    PREDICT = "predict"
+    REPORT = "report"
+    DONE = "done"
+
+
+@dataclass
+class IterationRecord:
+    n: int
+    train_ids: int = 0  # chunks sent for labeling in this iteration
+    train_examples: int = 0  # cumulative usable (ok) training labels classifier n was trained on
+    failed_labels: int = 0
+    train_seconds: float = 0.0
+    examples_per_s: float = 0.0
+    metrics: dict[str, Any] | None = None  # Metrics.to_dict() vs the LLM's test labels
+    gold_metrics: dict[str, Any] | None = None  # vs human labels found in the input, when present
+
+
+@dataclass
+class Limits:
+    """What ``next_step`` needs from the config to decide when the loop stops."""
+
+    required_accuracy: float
+    max_iters: int
+    predict_at_end: bool
+
+
+@dataclass
+class State:
+    config_fingerprint: str
+    schema_version: int = SCHEMA_VERSION
+    step: Step = Step.INGEST
+    iteration: int = 0  # the training iteration in progress or last finished (1-based)
+    iterations: list[IterationRecord] = field(default_factory=list)
+    pool_remaining: int = 0
+    best_iteration: int | None = None
+    stop_reason: str = ""
+    status: str = "running"  # running | done | failed
+    counters: dict[str, Any] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def current(self) -> IterationRecord | None:
+        return self.iterations[-1] if self.iterations else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["step"] = self.step.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> State:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StateError(
+                f"state.json has schema_version {version!r}, this version reads {SCHEMA_VERSION}; "
+                "finish the run with the version that started it, or start over with --restart"
+            )
+        d = dict(d)
+        d["step"] = Step(d["step"])
+        d["iterations"] = [IterationRecord(**it) for it in d.get("iterations", [])]
+        return cls(**d)
+
+
+def best_iteration(iterations: list[IterationRecord]) -> int | None:
+    """Highest accuracy vs the test labels; ties go to the later (larger) classifier."""
+    scored = [(it.metrics["accuracy"], it.n) for it in iterations if it.metrics]
+    return max(scored)[1] if scored else None
+
+
+def next_step(state: State, limits: Limits) -> tuple[Step, str]:
+    """Where to go after ``state.step`` finished, and (when the loop ends) why it ended."""
+    after_loop = Step.PREDICT if limits.predict_at_end else Step.REPORT
+    linear = {
+        Step.INGEST: Step.SPLIT,
+        Step.SPLIT: Step.RULES,
+        Step.RULES: Step.LABEL_TEST,
+        Step.LABEL_TEST: Step.LABEL_TRAIN,
+        Step.LABEL_TRAIN: Step.TRAIN,
+        Step.TRAIN: Step.EVALUATE,
+        Step.PREDICT: Step.REPORT,
+        Step.REPORT: Step.DONE,
+        Step.DONE: Step.DONE,
+    }
+    if state.step is not Step.EVALUATE:
+        return linear[state.step], state.stop_reason
+    it = state.current()
+    accuracy = it.metrics["accuracy"] if it and it.metrics else 0.0
+    if accuracy >= limits.required_accuracy:
+        return after_loop, f"reached required_accuracy {limits.required_accuracy:.3f} (accuracy {accuracy:.3f})"
+    if state.iteration >= limits.max_iters:
+        return after_loop, f"stopped at max_iters={limits.max_iters} below required_accuracy (best accuracy " \
+                           f"{max((i.metrics or {}).get('accuracy', 0.0) for i in state.iterations):.3f})"
+    if state.pool_remaining <= 0:
+        return after_loop, "the pool of unlabeled chunks ran out before required_accuracy was reached"
+    return Step.LABEL_TRAIN, ""
+
+
+def load_state(storage: Storage) -> State | None:
+    try:
+        raw = storage.read_text(STATE_KEY)
+    except ObjectNotFound:
+        return None
+    try:
+        return State.from_dict(json.loads(raw))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"state.json is unreadable ({exc}); start over with --restart") from exc
+
+
+def save_state(storage: Storage, state: State) -> None:
+    state.updated_at = time.time()
+    storage.write_text(STATE_KEY, json.dumps(state.to_dict(), indent=2, sort_keys=True))
+
+
+def check_resumable(state: State, fingerprint: str) -> None:
+    if state.config_fingerprint != fingerprint:
+        raise StateError(
+            "the config changed in a way that invalidates finished work (classes, description, models, sizes, "
+            "chunking or training settings) since this output location's run started; re-run with --restart "
+            "to start over there, or use a new path.output"
+        )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A create-if-absent lock object with an expiry: one runner per output location."""
+
+    owner: str
+    expires_at: float
+    host: str
+    pid: int
+    job_id: str = ""
+
+    @classmethod
+    def new(cls, ttl_s: float, pid: int, job_id: str = "", clock: Any = time.time) -> Lease:
+        return cls(owner=uuid.uuid4().hex, expires_at=clock() + ttl_s, host=socket.gethostname(), pid=pid,
+                   job_id=job_id)
+
+
+def lease_is_stale(held: Lease, me: Lease, now: float, pid_alive: Any) -> bool:
+    """Expired, or left by a dead process on this host, or by an earlier attempt of the same Batch job."""
+    if now >= held.expires_at:
+        return True
+    if held.job_id and held.job_id == me.job_id:
+        return True
+    return held.host == me.host and held.pid != me.pid and not pid_alive(held.pid)
+
+
+def acquire_lease(storage: Storage, me: Lease, pid_alive: Any, clock: Any = time.time) -> None:
+    body = json.dumps(asdict(me)).encode()
+    if storage.create_if_absent(LEASE_KEY, body):
+        return
+    try:
+        held = Lease(**json.loads(storage.read_text(LEASE_KEY)))
+    except ObjectNotFound:
+        held = None
+    except (json.JSONDecodeError, TypeError):
+        held = Lease(owner="?", expires_at=0.0, host="?", pid=-1)
+    if held is None or lease_is_stale(held, me, clock(), pid_alive):
+        storage.delete(LEASE_KEY)
+        if storage.create_if_absent(LEASE_KEY, body):
+            return
+    raise LeaseHeld(
+        f"another run holds {storage.uri(LEASE_KEY)} (host {held.host if held else '?'}, pid "
+        f"{held.pid if held else '?'}, until {time.strftime('%H:%M:%S', time.localtime(held.expires_at)) if held else '?'}); "
+        "wait for it to finish, or delete the lease file if that run is gone"
+    )
+
+
+def renew_lease(storage: Storage, me: Lease, ttl_s: float, clock: Any = time.time) -> Lease:
+    renewed = Lease(me.owner, clock() + ttl_s, me.host, me.pid, me.job_id)
+    storage.write_text(LEASE_KEY, json.dumps(asdict(renewed)))
+    return renewed
+
+
+def release_lease(storage: Storage, me: Lease) -> None:
+    try:
+        held = json.loads(storage.read_text(LEASE_KEY))
+    except (ObjectNotFound, json.JSONDecodeError):
+        return
+    if held.get("owner") == me.owner:
+        storage.delete(LEASE_KEY)

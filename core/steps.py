@@ -1,0 +1,377 @@
+"""The work of each pipeline step. Called only by ``core.pipeline``, which owns order, state and saving.
+
+Each ``do_<step>(ctx, state)`` reads what earlier steps left in the output location, does its work, writes
+its artifacts, and updates counters in ``state``; none of them saves the state or picks the next step.
+Every step is safe to run again after a kill: artifacts are recomputed deterministically, and LLM work goes
+through the response cache and the label shard logs, so a re-run never pays for a call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core import documents, labeling, rules
+from core.config import Settings
+from core.errors import NoUsableChunks, TrainingError
+from core.gateway import LLMGateway
+from core.ledger import Ledger
+from core.llm import Endpoint
+from core.schema import Chunk, Label
+from core.shards import ShardWriter
+from core.state import IterationRecord, State
+from core.storage import Storage, download_dir, upload_dir
+
+log = logging.getLogger("bootstrapper")
+
+CHUNKS_KEY = "chunks.jsonl"
+INGEST_REPORT_KEY = "ingest_report.json"
+SPLITS_KEY = "splits.json"
+RULES_KEY = "rules.json"
+TEST_LABELS = "labels/test/"
+TRAIN_LABELS = "labels/train/"
+CLS = "classifiers/"
+GOLD_KEY = "label"  # a .jsonl input record's "label" key, when it holds a class name, is a human label
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(_stage: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs, built by the handler: settings, storages, the LLM gateway, the endpoints."""
+
+    settings: Settings
+    input: Storage
+    output: Storage
+    gateway: LLMGateway
+    ledger: Ledger  # the gateway's ledger: the pipeline flushes it after every step
+    large: Endpoint
+    small: Endpoint
+    format_modes: dict[str, str]  # per model: how the labeling prompt asks for structure (json_schema|json_object|none)
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bootstrapper-")))
+    progress: ProgressFactory = _no_progress
+    should_stop: Callable[[], bool] = lambda: False
+    shard: tuple[int, int] = (0, 1)
+
+
+# ---- small pure helpers -------------------------------------------------------------------------------
+
+
+def split_ids(ids: list[str], test_size: int, train_size: int, seed: int) -> dict[str, list[str]]:
+    """Seeded, order-independent split: test set, initial training set, then the pool in selection order."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    test = order[:test_size]
+    train = order[test_size:test_size + train_size]
+    return {"test": test, "train": train, "pool": order[test_size + train_size:]}
+
+
+def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def read_jsonl(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
+    with storage.open_read(key) as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_chunks(ctx: RunContext) -> dict[str, Chunk]:
+    return {d["id"]: Chunk.from_dict(d) for d in read_jsonl(ctx.output, CHUNKS_KEY)}
+
+
+def load_splits(ctx: RunContext) -> dict[str, list[str]]:
+    return json.loads(ctx.output.read_text(SPLITS_KEY))
+
+
+def selection_key(n: int) -> str:
+    return f"iterations/iteration_{n}.json"
+
+
+def gold_label(chunk: Chunk, classes: list[str]) -> str | None:
+    value = chunk.metadata.get(GOLD_KEY)
+    return value if isinstance(value, str) and value in classes else None
+
+
+# ---- steps --------------------------------------------------------------------------------------------
+
+
+def ingest_inputs(settings: Settings, input: Storage, output: Storage | None) -> documents.IngestResult:
+    """Read every input object and chunk it; with ``output``, write chunks.jsonl and ingest_report.json."""
+
+    def files() -> Iterator[tuple[str, bytes]]:
+        for key in input.list(""):
+            yield key, input.read_bytes(key)
+
+    try:
+        result = documents.ingest(files(), chunk_size=settings.system.chunk_size,
+                                  truncation_type=settings.training.truncation_type)
+    except NoUsableChunks as exc:
+        partial = getattr(exc, "result", None)
+        if partial is not None and output is not None:
+            output.write_text(INGEST_REPORT_KEY, json.dumps(partial.report(), indent=2, ensure_ascii=False))
+        raise
+    for skipped in result.skipped:
+        where = f" line {skipped.line}" if skipped.line else ""
+        log.warning("skipped input %s%s: %s", skipped.source, where, skipped.reason)
+    if output is not None:
+        output.write_text(INGEST_REPORT_KEY, json.dumps(result.report(), indent=2, ensure_ascii=False))
+        output.write_text(CHUNKS_KEY, dumps_jsonl([c.to_dict() for c in result.chunks]))
+    log.info("ingested %d files into %d chunks (%d inputs skipped, %d duplicate chunks dropped)",
+             result.files_read, len(result.chunks), len(result.skipped), result.duplicates_dropped)
+    return result
+
+
+def do_ingest(ctx: RunContext, state: State) -> None:
+    result = ingest_inputs(ctx.settings, ctx.input, ctx.output)
+    state.counters.update(files_read=result.files_read, chunks=len(result.chunks),
+                          inputs_skipped=len(result.skipped), duplicates_dropped=result.duplicates_dropped)
+
+
+def do_split(ctx: RunContext, state: State) -> None:
+    t = ctx.settings.training
+    ids = [d["id"] for d in read_jsonl(ctx.output, CHUNKS_KEY)]
+    if len(ids) < 2:
+        raise NoUsableChunks(f"only {len(ids)} chunk(s): need at least a test and a training chunk")
+    test_size = min(t.test_set_size, max(1, len(ids) // 2))
+    splits = split_ids(ids, test_size, t.train_set_size, ctx.settings.system.seed)
+    ctx.output.write_text(SPLITS_KEY, json.dumps(splits))
+    state.pool_remaining = len(splits["pool"])
+    state.counters.update(test_chunks=len(splits["test"]), initial_train_chunks=len(splits["train"]),
+                          pool_chunks=len(splits["pool"]))
+
+
+def do_rules(ctx: RunContext, state: State) -> None:
+    s = ctx.settings
+    chunks = load_chunks(ctx)
+    splits = load_splits(ctx)
+    # Ground the rules on a few training chunks (never test chunks: the test set stays unseen).
+    samples = [chunks[i].text for i in splits["train"][:5]]
+    result = asyncio.run(rules.create_rules(ctx.gateway, ctx.large, s.classification.classes,
+                                            s.classification.desc, samples,
+                                            max_tokens=s.api.rules_max_tokens, temperature=s.api.temperature))
+    ctx.output.write_text(RULES_KEY, json.dumps({"text": result.text, "messages": result.messages,
+                                                 "model": result.reply.model}))
+    ctx.output.write_text(CLS + "rules_creation_generation.yaml", rules.rules_generation_yaml(result))
+
+
+def label_prompt(ctx: RunContext, endpoint: Endpoint) -> labeling.LabelPrompt:
+    text = json.loads(ctx.output.read_text(RULES_KEY))["text"]
+    mode = ctx.format_modes.get(endpoint.model, "none")
+    return labeling.LabelPrompt(ctx.settings.classification.classes, text, mode)
+
+
+def _label(ctx: RunContext, ids: list[str], prefix: str, endpoint: Endpoint, stage: str) -> dict[str, Label]:
+    """Label every id not already done under ``prefix``; returns all labels for ``ids``."""
+    chunks = load_chunks(ctx)
+    done = labeling.load_labels(ctx.output, prefix)
+    todo = [chunks[i] for i in ids if labeling.needs_label(done.get(i))]
+    if todo:
+        s = ctx.settings
+        tick = ctx.progress(f"labeling {stage} ({endpoint.model})", len(todo))
+        sink = ShardWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
+        results = asyncio.run(labeling.label_many(
+            ctx.gateway, endpoint, label_prompt(ctx, endpoint), todo, stage=stage, sink=sink,
+            workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,
+            max_tokens=s.api.max_tokens, temperature=s.api.temperature))
+        done.update({lab.chunk_id: lab for lab in results})
+    return {i: done[i] for i in ids if i in done}
+
+
+def _failed_summary(labels: dict[str, Label]) -> dict[str, int]:
+    failed = [lab for lab in labels.values() if not lab.ok]
+    return {"failed": len(failed), "retryable": sum(1 for lab in failed if lab.retryable)}
+
+
+def do_label_test(ctx: RunContext, state: State) -> None:
+    splits = load_splits(ctx)
+    labels = _label(ctx, splits["test"], TEST_LABELS, ctx.large, "test_labels")
+    chunks = load_chunks(ctx)
+    rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "status": lab.status, "reason": lab.reason,
+             "model": lab.model, **({"raw_reply": lab.raw, "error": lab.error} if not lab.ok else {})}
+            for i, lab in labels.items()]
+    ctx.output.write_text(CLS + "truth_labels_classification/llm_classifications.yaml",
+                          yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100))
+    ok = sum(1 for lab in labels.values() if lab.ok)
+    state.counters["test_labels_ok"] = ok
+    state.counters["test_labels_failed"] = _failed_summary(labels)["failed"]
+    if ok == 0:
+        raise TrainingError("no test chunk got a usable label from the large model; see llm_calls.jsonl")
+
+
+def _selected_ids(ctx: RunContext, state: State, n: int) -> list[str]:
+    """The chunks iteration ``n`` adds; chosen once and stored, so a resume labels exactly the same ones."""
+    key = selection_key(n)
+    if ctx.output.exists(key):
+        return json.loads(ctx.output.read_text(key))["ids"]
+    splits = load_splits(ctx)
+    if n == 1:
+        ids = splits["train"]
+    else:
+        used = {i for k in range(2, n) for i in json.loads(ctx.output.read_text(selection_key(k)))["ids"]}
+        remaining = [i for i in splits["pool"] if i not in used]
+        ids = remaining[:ctx.settings.training.train_set_increment]
+    ctx.output.write_text(key, json.dumps({"iteration": n, "ids": ids, "strategy": "random"}))
+    return ids
+
+
+def do_label_train(ctx: RunContext, state: State) -> None:
+    n = state.iteration
+    all_ids: list[str] = []
+    for k in range(1, n + 1):
+        all_ids += _selected_ids(ctx, state, k)
+    new_ids = _selected_ids(ctx, state, n)
+    labels = _label(ctx, all_ids, TRAIN_LABELS, ctx.small, "train_labels")
+    chunks = load_chunks(ctx)
+    rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "reason": lab.reason, "model": lab.model}
+            for i, lab in labels.items() if lab.ok]
+    ctx.output.write_text(f"{CLS}datasets/dataset_{n}.jsonl", dumps_jsonl(rows))
+    splits = load_splits(ctx)
+    used_from_pool = len(all_ids) - len(splits["train"])
+    state.pool_remaining = max(0, len(splits["pool"]) - used_from_pool)
+    it = state.current()
+    assert it is not None and it.n == n
+    it.train_ids = len(new_ids)
+    it.train_examples = len(rows)
+    it.failed_labels = _failed_summary(labels)["failed"]
+
+
+def classifier_dir(ctx: RunContext, n: int) -> Path:
+    """A local copy of classifier ``n``, downloaded from the output location when this process lacks it."""
+    local = ctx.work_dir / f"classifier_{n}"
+    if not (local / "config.json").exists():
+        download_dir(ctx.output, f"{CLS}classifier_{n}/", local)
+    return local
+
+
+def train_config(ctx: RunContext) -> Any:
+    from core.training import TrainConfig, resolve_base_model
+
+    t, s = ctx.settings.training, ctx.settings
+    base = t.model_path
+    if base.startswith("s3://"):
+        from core.storage import open_storage
+
+        local = ctx.work_dir / "base_model"
+        if not (local / "config.json").exists():
+            download_dir(open_storage(base, s3_client=getattr(ctx.output, "client", None)), "", local)
+        base = str(local)
+    return TrainConfig(model_path=resolve_base_model(base), classes=s.classification.classes, epochs=t.epochs,
+                       learning_rate=t.learning_rate, batch_size=t.batch_size, max_length=t.max_length,
+                       warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+                       class_weighted_loss=t.class_weighted_loss, truncation_type=t.truncation_type,
+                       seed=s.system.seed, torch_threads=s.system.torch_threads)
+
+
+def do_train(ctx: RunContext, state: State) -> None:
+    from core.training import train_classifier
+
+    n = state.iteration
+    rows = list(read_jsonl(ctx.output, f"{CLS}datasets/dataset_{n}.jsonl"))
+    if not rows:
+        raise TrainingError(f"dataset_{n} is empty: every training label failed; see llm_calls.jsonl")
+    out = ctx.work_dir / f"classifier_{n}"
+    total_steps: list[int] = []
+    tick = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal tick
+        if tick is None:
+            tick = ctx.progress(f"training classifier_{n}", total)
+            total_steps.append(0)
+        tick(done - total_steps[0])
+        total_steps[0] = done
+
+    result = train_classifier([r["text"] for r in rows], [r["label"] for r in rows], train_config(ctx), out,
+                              progress=progress)
+    upload_dir(ctx.output, out, f"{CLS}classifier_{n}/")
+    it = state.current()
+    assert it is not None
+    it.train_seconds = round(result.seconds, 2)
+    it.examples_per_s = round(result.examples_per_s, 1)
+
+
+def do_evaluate(ctx: RunContext, state: State) -> None:
+    from core.metrics import evaluate
+    from core.training import load_classifier
+
+    n = state.iteration
+    classes = ctx.settings.classification.classes
+    chunks = load_chunks(ctx)
+    test = {i: lab for i, lab in labeling.load_labels(ctx.output, TEST_LABELS).items() if lab.ok}
+    ids = [i for i in load_splits(ctx)["test"] if i in test]
+    clf = load_classifier(classifier_dir(ctx, n))
+    predicted, _ = clf.predict_proba([chunks[i].text for i in ids], batch_size=ctx.settings.training.predict_batch_size)
+    it = state.current()
+    assert it is not None
+    metrics = evaluate([test[i].label or "" for i in ids], list(predicted), classes)
+    it.metrics = metrics.to_dict()
+    gold = [(gold_label(chunks[i], classes), p) for i, p in zip(ids, predicted)]
+    gold = [(g, p) for g, p in gold if g is not None]
+    if gold and len(gold) == len(ids):
+        it.gold_metrics = evaluate([g for g, _ in gold], [p for _, p in gold], classes).to_dict()
+    from core.state import best_iteration
+
+    state.best_iteration = best_iteration(state.iterations)
+    log.info("classifier_%d: accuracy %.3f (95%% CI %.3f-%.3f) vs the LLM's test labels, macro-F1 %.3f%s", n,
+             metrics.accuracy, *metrics.accuracy_ci95, metrics.macro_f1,
+             f", gold accuracy {it.gold_metrics['accuracy']:.3f}" if it.gold_metrics else "")
+
+
+def remaining_chunks(ctx: RunContext) -> Iterator[Chunk]:
+    """Chunks that no set used: not the test set, not any iteration's labeled training chunks."""
+    splits = load_splits(ctx)
+    used = set(splits["test"])
+    for key in ctx.output.list("iterations/"):
+        used.update(json.loads(ctx.output.read_text(key))["ids"])
+    for d in read_jsonl(ctx.output, CHUNKS_KEY):
+        if d["id"] not in used:
+            yield Chunk.from_dict(d)
+
+
+def prediction_key(index: int, count: int) -> str:
+    name = "predictions.jsonl" if count == 1 else f"predictions-part-{index:05d}-of-{count:05d}.jsonl"
+    return f"{CLS}final_classifier_output/{name}"
+
+
+def do_predict(ctx: RunContext, state: State) -> None:
+    from core.predict import predict_stream, select_shard
+    from core.training import load_classifier
+
+    if state.best_iteration is None:
+        raise TrainingError("no evaluated classifier to predict with")
+    index, count = ctx.shard
+    clf = load_classifier(classifier_dir(ctx, state.best_iteration))
+    todo = select_shard(remaining_chunks(ctx), index, count)
+    total = sum(1 for _ in select_shard(remaining_chunks(ctx), index, count))
+    tick = ctx.progress(f"predicting with classifier_{state.best_iteration}", total)
+    written = 0
+    with ctx.output.open_write(prediction_key(index, count)) as fh:
+        for row in predict_stream(clf, todo, batch_size=ctx.settings.training.predict_batch_size):
+            row["classifier"] = f"classifier_{state.best_iteration}"
+            fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+            written += 1
+            if written % 256 == 0:
+                tick(256)
+    tick(written % 256)
+    state.counters["predicted_chunks"] = written
+
+
+def new_iteration(state: State) -> IterationRecord:
+    record = IterationRecord(n=state.iteration)
+    state.iterations.append(record)
+    return record

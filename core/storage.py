@@ -1,0 +1,532 @@
+"""One small interface over a local folder and an S3 prefix.
+
+Keys are relative posix paths ("runs/state.json") under a storage's root. Two backends:
+``LocalStorage`` (atomic writes: temp file next to the target, then ``os.replace``) and ``S3Storage``
+(boto3 client injected; object bodies stream through smart-open, listing and conditional puts go
+through boto3). ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
+
+Library errors are translated at this edge: a missing object is ``ObjectNotFound``; throttling, 5xx,
+timeouts and connection failures are ``StorageUnavailable`` (retryable); anything else, including a
+missing bucket or denied access, is ``StorageError``. Keys that would escape the root are refused.
+
+``list(prefix)`` treats the prefix as a folder: ``list("a")`` and ``list("a/")`` both return the keys
+under ``a/`` and never ``ab/x``. Empty key segments ("a//b") and "." are refused too, because S3 would
+keep them as distinct keys where a file system collapses them.
+
+Not here: retry loops (callers catch ``RetryableError``), settings or environment variables (the
+handler passes the endpoint in), and any knowledge of what the objects contain.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import functools
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, ContextManager, Protocol, cast
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import smart_open.s3
+import urllib3.exceptions
+
+from core.errors import BootstrapperError, ObjectNotFound, StorageError, StorageUnavailable
+
+_TMP_SUFFIX = ".partial"  # in-progress local writes; list() hides them
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_UNAVAILABLE_CODES = frozenset(
+    {"SlowDown", "503", "500", "502", "504", "RequestTimeout", "InternalError", "ServiceUnavailable",
+     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+)
+_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+class Storage(Protocol):
+    root_uri: str
+
+    def uri(self, key: str) -> str: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def read_text(self, key: str) -> str: ...
+    def write_text(self, key: str, text: str) -> None: ...
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def create_if_absent(self, key: str, data: bytes) -> bool: ...
+    def open_read(self, key: str) -> BinaryIO: ...
+    def open_write(self, key: str) -> BinaryIO: ...
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative posix path, else raise ``StorageError``.
+
+    >>> check_key("models/v1/config.json")
+    'models/v1/config.json'
+    """
+    if not isinstance(key, str) or not key:
+        raise StorageError(f"invalid key {key!r}: must be a non-empty string")
+    if key.startswith("/") or "\x00" in key:
+        raise StorageError(f"invalid key {key!r}: must be relative and free of NUL")
+    bad = [part for part in key.split("/") if part in ("", ".", "..")]
+    if bad:
+        raise StorageError(f"invalid key {key!r}: empty, '.' or '..' segment would escape or alias the root")
+    return key
+
+
+def _folder(prefix: str) -> str:
+    """Normalise a listing prefix to "" or "some/folder/"."""
+    stripped = prefix.rstrip("/")
+    return check_key(stripped) + "/" if stripped else ""
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def _parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StorageError(f"invalid S3 URI {uri!r}: no bucket")
+    prefix = prefix.strip("/")
+    if prefix:
+        check_key(prefix)
+    return bucket, prefix
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _client_error_class(err: botocore.exceptions.ClientError) -> type[StorageError | StorageUnavailable]:
+    code = str(err.response.get("Error", {}).get("Code", ""))
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _NOT_FOUND_CODES:
+        return ObjectNotFound
+    if code in _UNAVAILABLE_CODES or "throttl" in code.lower() or status >= 500 or status == 429:
+        return StorageUnavailable
+    return StorageError
+
+
+def _translate_s3(exc: BaseException, what: str) -> BootstrapperError | None:
+    """Map an exception from boto3/smart-open to ours; None if it is not a storage failure."""
+    # smart-open wraps botocore errors in OSError/ValueError, so look down the cause chain.
+    for link in _chain(exc):
+        if isinstance(link, botocore.exceptions.ClientError):
+            return _client_error_class(link)(f"{what}: {link}")
+        if isinstance(link, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                             urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+            return StorageUnavailable(f"{what}: {link}")
+        if isinstance(link, botocore.exceptions.BotoCoreError):
+            return StorageError(f"{what}: {link}")
+    if isinstance(exc, OSError):  # smart-open's own retries gave up on a network fault
+        return StorageUnavailable(f"{what}: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def _s3_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except BootstrapperError:
+        raise
+    except Exception as exc:
+        ours = _translate_s3(exc, what)
+        if ours is None:
+            raise
+        raise ours from exc
+
+
+@contextlib.contextmanager
+def _local_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ObjectNotFound(f"{what}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc}") from exc
+
+
+def _decode(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StorageError(f"{what}: not UTF-8 text ({exc})") from exc
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+class _GuardedStream(io.BufferedIOBase):
+    """Delegates to a library stream, re-raising its errors as ours; a failed ``with`` discards writes."""
+
+    def __init__(self, inner: Any, errors: Callable[[], ContextManager[None]]) -> None:
+        self._inner = inner
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return bool(self._inner.readable())
+
+    def writable(self) -> bool:
+        return bool(self._inner.writable())
+
+    def seekable(self) -> bool:
+        return bool(self._inner.seekable())
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._errors():
+            return bytes(self._inner.read(-1 if size is None else size))
+
+    def read1(self, size: int = -1) -> bytes:
+        with self._errors():
+            return bytes(self._inner.read1(size))
+
+    def write(self, data: Any) -> int:
+        with self._errors():
+            return int(self._inner.write(data))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._errors():
+            return int(self._inner.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._inner.tell())
+
+    def flush(self) -> None:
+        if not self.closed and not self._inner.closed:
+            with self._errors():
+                self._inner.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            with self._errors():
+                self._inner.close()
+        finally:
+            super().close()
+
+    def terminate(self) -> None:
+        """Close without publishing: the object is not created (or replaced)."""
+        if self.closed:
+            return
+        try:
+            with self._errors():
+                getattr(self._inner, "terminate", self._inner.close)()
+        finally:
+            super().close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self._inner.writable():
+            self.terminate()
+        else:
+            self.close()
+
+
+class _AtomicFile(io.BufferedIOBase):
+    """A file written under a temporary name beside ``target`` and renamed into place on close."""
+
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._target = target
+        self._tmp = _tmp_path(target)
+        self._fh = _open_new(self._tmp)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._fh.close()
+            os.replace(self._tmp, self._target)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            super().close()
+
+    def terminate(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._fh.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+            super().close()
+
+
+def _tmp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+
+
+# --- backends -----------------------------------------------------------------------------------
+
+
+class _TextMixin:
+    def read_bytes(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def read_text(self, key: str) -> str:
+        return _decode(self.read_bytes(key), key)
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode("utf-8"))
+
+
+class LocalStorage(_TextMixin):
+    """Keys are files under ``root``; the folder is created on first write."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root).expanduser().absolute()
+        self.root_uri = str(self._root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({self.root_uri!r})"
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*check_key(key).split("/"))
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        with _local_errors(f"read {self.uri(key)}"):
+            return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with self.open_write(key) as fh:
+            fh.write(data)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        folder = _folder(prefix)
+        base = self._root.joinpath(*folder.rstrip("/").split("/")) if folder else self._root
+        found: builtins.list[str] = []
+        with _local_errors(f"list {base}"):
+            for dirpath, _dirs, files in os.walk(base):
+                rel_dir = Path(dirpath).relative_to(self._root).as_posix()
+                for name in files:
+                    if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+                        found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+        yield from sorted(found)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        with _local_errors(f"delete {self.uri(key)}"):
+            self._path(key).unlink(missing_ok=True)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        with _local_errors(f"create {path}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _tmp_path(path)
+            _write_new(tmp, data)
+            try:
+                # link() fails if the target exists, and readers never see a half-written file.
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                return _create_exclusive(path, data)  # a file system without hard links
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        with _local_errors(f"read {path}"):
+            inner = path.open("rb")
+        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_local_errors, f"read {path}")))
+
+    def open_write(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        with _local_errors(f"write {path}"):
+            inner = _AtomicFile(path)
+        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_local_errors, f"write {path}")))
+
+
+def _open_new(path: Path) -> BinaryIO:
+    # O_EXCL: never clobber another writer's file; mode 0o666 lets the umask decide as open() would.
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with _open_new(path) as fh:
+        fh.write(data)
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    try:
+        _write_new(path, data)
+    except FileExistsError:
+        return False
+    return True
+
+
+class S3Storage(_TextMixin):
+    """Keys are objects under ``s3://bucket/prefix/``."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self._client = client
+        self.root_uri = f"s3://{_join(bucket, self.prefix)}"
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.root_uri!r})"
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, check_key(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    # smart_open.s3.open takes bucket and key apart, so a key holding "?versionId=" is not parsed
+    # as a version, and no compression is inferred from a ".gz" suffix.
+    def _open(self, key: str, mode: str, **params: Any) -> Any:
+        return smart_open.s3.open(self.bucket, self._key(key), mode, client=self._client, **params)
+
+    def read_bytes(self, key: str) -> bytes:
+        with _s3_errors(f"read {self.uri(key)}"), self._open(key, "rb") as fh:
+            return bytes(fh.read())
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with _s3_errors(f"write {self.uri(key)}"), self._open(key, "wb", multipart_upload=False) as fh:
+            fh.write(data)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = _join(self.prefix, _folder(prefix))
+        full = f"{full}/" if full else ""
+        strip = len(f"{self.prefix}/") if self.prefix else 0
+        paginator = self._client.get_paginator("list_objects_v2")
+        with _s3_errors(f"list s3://{self.bucket}/{full}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    if not obj["Key"].endswith("/"):  # folder markers made by consoles
+                        yield obj["Key"][strip:]
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _s3_errors(f"head {self.uri(key)}"):
+                self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectNotFound:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        with _s3_errors(f"delete {self.uri(key)}"):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _LOST_RACE_CODES:
+                return False
+            raise _client_error_class(exc)(f"create {self.uri(key)}: {exc}") from exc
+        except Exception as exc:
+            ours = _translate_s3(exc, f"create {self.uri(key)}")
+            if ours is None:
+                raise
+            raise ours from exc
+        return True
+
+    def open_read(self, key: str) -> BinaryIO:
+        what = f"read {self.uri(key)}"
+        with _s3_errors(what):
+            inner = self._open(key, "rb")
+        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_s3_errors, what)))
+
+    def open_write(self, key: str) -> BinaryIO:
+        what = f"write {self.uri(key)}"
+        with _s3_errors(what):
+            inner = self._open(key, "wb")  # multipart: large model files never sit whole in memory
+        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_s3_errors, what)))
+
+
+# --- construction and folder helpers ------------------------------------------------------------
+
+
+def make_s3_client(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    max_attempts: int = 5,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+) -> Any:
+    """A boto3 S3 client; path-style addressing when an endpoint (MinIO, moto) is given."""
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def open_storage(uri: str, *, s3_client: Any = None) -> Storage:
+    """``s3://bucket/prefix`` -> ``S3Storage``; anything else is a local folder (``file://`` allowed)."""
+    if uri.startswith("s3://"):
+        bucket, prefix = _parse_s3_uri(uri)
+        return S3Storage(bucket, prefix, s3_client if s3_client is not None else make_s3_client())
+    return LocalStorage(Path(uri.removeprefix("file://")))
+
+
+def upload_dir(storage: Storage, local_dir: Path, prefix: str) -> builtins.list[str]:
+    """Copy every file under ``local_dir`` to ``prefix/<relative path>``; returns the keys written."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise StorageError(f"upload {root}: not a directory")
+    keys = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        key = _join(prefix, path.relative_to(root).as_posix())
+        with _local_errors(f"read {path}"), path.open("rb") as src, storage.open_write(key) as dst:
+            shutil.copyfileobj(src, dst)
+        keys.append(key)
+    return keys
+
+
+def download_dir(storage: Storage, prefix: str, local_dir: Path) -> builtins.list[Path]:
+    """Copy every object under ``prefix`` into ``local_dir`` (keeping relative paths); returns the files."""
+    folder = _folder(prefix)
+    target_root = LocalStorage(Path(local_dir))
+    written = []
+    for key in storage.list(folder):
+        rel = key[len(folder):]
+        with storage.open_read(key) as src, target_root.open_write(rel) as dst:
+            shutil.copyfileobj(src, dst)
+        written.append(Path(target_root.uri(rel)))
+    return written

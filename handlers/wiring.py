@@ -1,0 +1,166 @@
+"""The edge: read settings once, build the concrete adapters, hand a ``RunContext`` to the pipeline.
+
+Everything that touches ``os.environ``, the terminal or logging configuration lives here (and in the
+handlers that call it), never in ``core``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from core.config import Settings, load_settings
+from core.errors import ConfigError
+
+S3 = "s3://"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: what CloudWatch Logs Insights queries."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:
+    """Human lines on a terminal, JSON lines otherwise (a container's stdout goes to CloudWatch)."""
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                                                               "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("LiteLLM", "litellm", "httpx", "botocore", "urllib3", "transformers", "filelock", "smart_open"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress_factory(enabled: bool | None = None) -> Callable[[str, int], Callable[[int], None]]:
+    """tqdm bars on a terminal; elsewhere a JSON log line every ~10% (no carriage-return spam in logs)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    log = logging.getLogger("bootstrapper")
+
+    def factory(stage: str, total: int) -> Callable[[int], None]:
+        if enabled:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=stage, unit="it", leave=False, dynamic_ncols=True)
+
+            def tick(n: int) -> None:
+                bar.update(n)
+                if bar.n >= total:
+                    bar.close()
+
+            return tick
+        done = [0, 0]
+        started = time.monotonic()
+
+        def tick_log(n: int) -> None:
+            done[0] += n
+            decile = (done[0] * 10) // max(total, 1)
+            if decile > done[1] or done[0] >= total:
+                done[1] = decile
+                log.info("%s: %d/%d (%.0fs)", stage, done[0], total, time.monotonic() - started)
+
+        return tick_log
+
+    return factory
+
+
+def make_s3_client_from_env(environ: Mapping[str, str]) -> Any:
+    from core.storage import make_s3_client
+
+    return make_s3_client(endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+                          region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None)
+
+
+def read_text_uri(uri: str, s3_client: Any = None) -> str:
+    from core.storage import open_storage
+
+    if uri.startswith(S3):
+        bucket_key = uri[len(S3):]
+        parent, _, name = bucket_key.rpartition("/")
+        return open_storage(S3 + parent, s3_client=s3_client).read_text(name)
+    return Path(uri).read_text(encoding="utf-8")
+
+
+def resolve_location(value: str, config_uri: str) -> str:
+    """``path.input``/``path.output`` relative to the config file's folder (local or S3)."""
+    if value.startswith(S3) or Path(value).is_absolute():
+        return value
+    if config_uri.startswith(S3):
+        base = PurePosixPath(config_uri[len(S3):]).parent
+        parts: list[str] = []
+        for piece in (base / value).parts:
+            if piece == "..":
+                if len(parts) <= 1:
+                    raise ConfigError("path", f"{value!r} climbs above the bucket of {config_uri}")
+                parts.pop()
+            elif piece != ".":
+                parts.append(piece)
+        return S3 + "/".join(parts)
+    return str((Path(config_uri).resolve().parent / value).resolve())
+
+
+def load_config(config_uri: str, environ: Mapping[str, str], s3_client: Any = None) -> tuple[Settings, str, str]:
+    """Settings plus the resolved input and output locations. Raises ConfigError (exit code 2)."""
+    try:
+        text = read_text_uri(config_uri, s3_client)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"cannot read {config_uri}: {exc}") from exc
+    settings = load_settings(text, environ, source=config_uri)
+    return (settings, resolve_location(settings.path.input, config_uri),
+            resolve_location(settings.path.output, config_uri))
+
+
+def endpoints(settings: Settings) -> tuple[Any, Any]:
+    from core.llm import Endpoint
+
+    api = settings.api
+
+    def one(model: str, base_url: str | None, key: Any) -> Endpoint:
+        secret = key.get_secret_value() if key is not None else None
+        # OpenAI-compatible self-hosted servers (vLLM, llama.cpp, the oracle) want some key; any will do.
+        if secret is None and base_url:
+            secret = "not-needed"
+        return Endpoint(model=model, base_url=base_url, api_key=secret)
+
+    return (one(api.large_model, api.large_base_url, api.large_api_key),
+            one(api.small_model, api.small_base_url, api.small_api_key))
+
+
+def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_client: Any = None,
+                  should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
+                  progress: bool | None = None) -> Any:
+    from core.cache import ResponseCache
+    from core.gateway import LLMGateway
+    from core.ledger import Ledger
+    from core.llm import LiteLLMClient, LLMOptions
+    from core.steps import RunContext
+    from core.storage import open_storage
+
+    if s3_client is None and (input_uri.startswith(S3) or output_uri.startswith(S3)):
+        raise ConfigError("path", "an s3:// location needs an S3 client")
+    out = open_storage(output_uri, s3_client=s3_client)
+    inp = open_storage(input_uri, s3_client=s3_client)
+    sysc = settings.system
+    llm = LiteLLMClient(LLMOptions(concurrency_limit=sysc.concurrency_limit, timeout_s=sysc.llm_timeout_s,
+                                   max_retries=sysc.llm_max_retries))
+    ledger = Ledger(out, "ledger/", flush_interval_s=sysc.flush_interval_s)
+    gateway = LLMGateway(llm, ResponseCache(out, "cache/"), ledger)
+    large, small = endpoints(settings)
+    modes = {e.model: llm.supports_response_format(e) for e in (large, small)}
+    return RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
+                      small=small, format_modes=modes, progress=progress_factory(progress),
+                      should_stop=should_stop, shard=shard)
