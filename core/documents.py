@@ -306,10 +306,10 @@ def _read_jsonl(source: str, text: str) -> tuple[list[tuple[int, str, dict[str, 
         try:
             record = json.loads(line, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
-            skipped.append(SkippedInput(source, f"invalid JSON: {exc.msg} at column {exc.colno}", number))
+            skipped.append(SkippedInput(source, f"invalid JSON ({exc.msg}, column {exc.colno})", number))
             continue
         except (ValueError, RecursionError) as exc:
-            skipped.append(SkippedInput(source, f"invalid JSON: {_describe(exc)}", number))
+            skipped.append(SkippedInput(source, f"invalid JSON ({_describe(exc)})", number))
             continue
         if not isinstance(record, dict):
             reason = f"record is not a JSON object (got {_json_type(record)})"

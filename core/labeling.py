@@ -146,11 +146,19 @@ def parse_reply(text: str, classes: list[str]) -> tuple[str | None, str]:
 
 
 def label_confidence(reply: LLMReply, label: str) -> float | None:
-    """Probability of the label's first token, where the provider returned logprobs."""
+    """Probability of the label's first token, where the provider returned logprobs.
+
+    Only tokens after the ``label`` key (or ``Final label``) count, so a word of the reason cannot match.
+    """
     if not reply.logprobs:
         return None
-    for tok in reply.logprobs:
-        piece = str(tok.get("token", "")).strip().strip('"')
+    tokens = reply.logprobs
+    start = 0
+    for i, tok in enumerate(tokens):
+        if "label" in str(tok.get("token", "")).lower():
+            start = i + 1
+    for tok in tokens[start:]:
+        piece = str(tok.get("token", "")).strip().strip('":').strip()
         if piece and label.startswith(piece) and "logprob" in tok:
             return round(math.exp(float(tok["logprob"])), 6)
     return None

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable, RetryableError
+from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable
+from core.errors import RetryableError
 from core.schema import LLMReply
 
 # The one sanctioned os.environ touch in core: it configures litellm (use the cost map bundled in
@@ -254,7 +255,7 @@ def translate_error(exc: BaseException, endpoint: Endpoint) -> BootstrapperError
     client_side = _client_side_error(exc)
     if client_side is not None:
         if re.search(r"api[_ ]?key|credential", str(client_side), re.IGNORECASE):
-            return LLMAuthError(f"no request was sent to {where}: no API key was configured; {_KEY_HINT}. ({detail})")
+            return LLMAuthError(f"no request sent to {where}: no API key configured; {_KEY_HINT}. ({detail})")
         return LLMBadRequest(f"the request to {where} could not be built: {detail}")
     if isinstance(exc, ll.AuthenticationError | ll.PermissionDeniedError):
         return LLMAuthError(f"{where} rejected the API key{http}: {_KEY_HINT}. Provider said: {detail}")
@@ -295,6 +296,8 @@ def _cost_of(response: Any) -> tuple[float, bool]:
 
 
 def _reply_from(response: Any, endpoint: Endpoint, latency_s: float) -> LLMReply:
+    if not getattr(response, "choices", None):
+        raise LLMUnavailable(f"model {endpoint.model!r} sent a reply without choices")
     choice = response.choices[0]
     usage = _get(response, "usage")
     cost, cost_known = _cost_of(response)

@@ -10,7 +10,9 @@ The dict inputs, and the keys read from them (any may be missing):
   system.required_accuracy, api.large_model / api.small_model and path.output.
 - ``ingest_report``: top-level numbers are counts (``{"files": 12, "chunks": 900, ...}``), and ``"skipped"``
   is a list of ``SkippedInput.to_dict()`` (``line`` is set for a bad .jsonl line, None for a whole file).
-- ``label_summary``: what ``summarize_labels`` returns.
+- ``label_summary``: top-level numbers are label counts (``{"test_labels_ok": 195, "test_labels_failed": 5}``)
+  and ``"failed_examples"`` is a list of failed ``Label.to_dict()``. Counts whose key ends in ``_failed`` are
+  failures; failures of training labels are taken from the iteration records, not from this dict.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.ledger import totals as ledger_totals
-from core.schema import CallRecord, Label, Metrics
+from core.schema import CallRecord, Metrics
 from core.state import IterationRecord, State, best_iteration
 
 if TYPE_CHECKING:
@@ -53,32 +55,6 @@ def uses_oracle(settings_summary: Mapping[str, Any], totals: Mapping[str, Any]) 
     api = settings_summary.get("api") or {}
     names = [api.get("large_model") or "", api.get("small_model") or "", *totals.get("by_model", {})]
     return any(is_oracle_model(n) for n in names)
-
-
-def summarize_labels(labels_by_set: Mapping[str, Iterable[Label]], samples: int = FAILED_SAMPLES) -> dict[str, Any]:
-    """Counts per label set (e.g. ``{"test": [...], "train": [...]}``) and the first few failed replies.
-
-    Failures that kept a raw reply (the model answered, but named no class) are shown before provider
-    errors, because those replies are what a user can act on (rules or prompt too vague, wrong model).
-    """
-    sets: dict[str, dict[str, int]] = {}
-    with_raw: list[dict[str, Any]] = []
-    without_raw: list[dict[str, Any]] = []
-    for name, labels in labels_by_set.items():
-        counts = {"ok": 0, "failed": 0, "retryable": 0}
-        for lab in labels:
-            if lab.ok:
-                counts["ok"] += 1
-                continue
-            counts["failed"] += 1
-            counts["retryable"] += int(lab.retryable)
-            bucket = with_raw if lab.raw else without_raw
-            if len(bucket) < samples:
-                bucket.append({"set": name, "chunk_id": lab.chunk_id, "model": lab.model, "error": lab.error,
-                               "raw": lab.raw[:500]})
-        sets[name] = counts
-    return {"sets": sets, "failed_total": sum(c["failed"] for c in sets.values()),
-            "failed_samples": (with_raw + without_raw)[:samples]}
 
 
 def _best(state: State) -> int | None:
@@ -151,6 +127,7 @@ def metrics_document(state: State, *, settings_summary: Mapping[str, Any], total
         "labels_from_oracle": uses_oracle(settings_summary, totals),
         "ingestion": dict(ingest_report),
         "labels": dict(label_summary),
+        "label_failures": label_failures(state, label_summary),
         "step_seconds": dict(state.step_seconds),
     }
 
@@ -260,7 +237,7 @@ def _spend_section(totals: Mapping[str, Any]) -> list[str]:
 
 
 def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
-    counts = {k: v for k, v in ingest_report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    counts = _counts(ingest_report)
     skipped = list(ingest_report.get("skipped") or [])
     files = [s for s in skipped if s.get("line") is None]
     lines_ = [s for s in skipped if s.get("line") is not None]
@@ -276,22 +253,34 @@ def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def _labels_section(label_summary: Mapping[str, Any]) -> list[str]:
-    sets = label_summary.get("sets") or {}
+def _counts(d: Mapping[str, Any]) -> dict[str, int | float]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def label_failures(state: State, label_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Failed-label counts: per ``*_failed`` count of the summary, per training iteration, and in total."""
+    by_count = {k: v for k, v in _counts(label_summary).items() if k.endswith("_failed")}
+    training = {str(it.n): it.failed_labels for it in state.iterations}
+    return {"by_count": by_count, "training_by_iteration": training,
+            "total": int(sum(by_count.values()) + sum(training.values()))}
+
+
+def _labels_section(state: State, label_summary: Mapping[str, Any]) -> list[str]:
+    failures = label_failures(state, label_summary)
     out = ["## Labels", ""]
-    if sets:
-        out += _table(["set", "labeled", "failed", "of which provider unavailable"],
-                      [[name, c["ok"], c["failed"], c["retryable"]] for name, c in sets.items()])
-        out.append("")
-    out.append(f"Failed labels: {label_summary.get('failed_total', 0)}. A failed label is recorded, never "
-               "guessed, and its chunk is left out of training and evaluation.")
-    samples = label_summary.get("failed_samples") or []
+    out += [f"- {k.replace('_', ' ')}: {v}" for k, v in _counts(label_summary).items()]
+    if failures["training_by_iteration"]:
+        out.append("- training labels failed, per iteration: "
+                   + ", ".join(f"{n}: {k}" for n, k in failures["training_by_iteration"].items()))
+    out += ["", f"Failed labels: {failures['total']}. A failed label is recorded, never guessed, and its chunk "
+            "is left out of training and evaluation."]
+    samples = label_summary.get("failed_examples") or []
     if samples:
-        out += ["", "First failed replies:", ""]
-        for s in samples:
-            reply = s.get("raw") or "(no reply)"
-            out.append(f"- {s.get('set', '?')} `{s.get('chunk_id', '?')}` ({s.get('error', '')}): "
-                       f"`{_cell(reply[:200]).replace('`', chr(39))}`")
+        out += ["", "First failed labels:", ""]
+        for s in samples[:FAILED_SAMPLES]:
+            reply = (s.get("raw") or "(no reply)")[:200].replace("`", "'")
+            out.append(f"- `{s.get('chunk_id', '?')}` ({s.get('model', '')}: {s.get('error', '')}): "
+                       f"reply `{_cell(reply)}`")
     return [*out, ""]
 
 
@@ -313,7 +302,7 @@ def render_report_md(state: State, *, settings_summary: Mapping[str, Any], total
         *_best_details_section(state),
         *_spend_section(totals),
         *_ingestion_section(ingest_report),
-        *_labels_section(label_summary),
+        *_labels_section(state, label_summary),
         *_timings_section(state),
     ]
     plot_keys = list(plot_keys)

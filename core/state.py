@@ -198,9 +198,9 @@ def acquire_lease(storage: Storage, me: Lease, pid_alive: Any, clock: Any = time
         storage.delete(LEASE_KEY)
         if storage.create_if_absent(LEASE_KEY, body):
             return
+    who = f"host {held.host}, pid {held.pid}, expires in {held.expires_at - clock():.0f}s" if held else "unknown"
     raise LeaseHeld(
-        f"another run holds {storage.uri(LEASE_KEY)} (host {held.host if held else '?'}, pid "
-        f"{held.pid if held else '?'}, until {time.strftime('%H:%M:%S', time.localtime(held.expires_at)) if held else '?'}); "
+        f"another run holds {storage.uri(LEASE_KEY)} ({who}); "
         "wait for it to finish, or delete the lease file if that run is gone"
     )
 

@@ -192,10 +192,6 @@ class _GuardedStream(io.BufferedIOBase):
         with self._errors():
             return bytes(self._inner.read(-1 if size is None else size))
 
-    def read1(self, size: int = -1) -> bytes:
-        with self._errors():
-            return bytes(self._inner.read1(size))
-
     def write(self, data: Any) -> int:
         with self._errors():
             return int(self._inner.write(data))
@@ -287,11 +283,8 @@ def _tmp_path(target: Path) -> Path:
 
 
 class _TextMixin:
-    def read_bytes(self, key: str) -> bytes:
-        raise NotImplementedError
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
+    read_bytes: Callable[[str], bytes]
+    write_bytes: Callable[[str, bytes], None]
 
     def read_text(self, key: str) -> str:
         return _decode(self.read_bytes(key), key)
@@ -450,17 +443,13 @@ class S3Storage(_TextMixin):
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _LOST_RACE_CODES:
+        with _s3_errors(f"create {self.uri(key)}"):
+            try:  # S3 conditional write: the server refuses the put if the key exists
+                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in _LOST_RACE_CODES:
+                    raise
                 return False
-            raise _client_error_class(exc)(f"create {self.uri(key)}: {exc}") from exc
-        except Exception as exc:
-            ours = _translate_s3(exc, f"create {self.uri(key)}")
-            if ours is None:
-                raise
-            raise ours from exc
         return True
 
     def open_read(self, key: str) -> BinaryIO:

@@ -23,6 +23,7 @@ from core.storage import (
     LocalStorage,
     S3Storage,
     Storage,
+    _local_errors,
     _translate_s3,
     check_key,
     download_dir,
@@ -88,11 +89,12 @@ def test_list_is_sorted_recursive_and_folder_scoped(storage: Storage) -> None:
     assert list(storage.list("missing/")) == []
 
 
-def test_list_stays_inside_the_root(storage: Storage, tmp_path: Path) -> None:
+def test_list_stays_inside_the_root(storage: Storage, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     storage.write_bytes("inside.txt", b"1")
     if isinstance(storage, S3Storage):  # neighbours that share the prefix string but not the folder
-        storage._client.put_object(Bucket=storage.bucket, Key="root/prefix2/outside.txt", Body=b"0")
-        storage._client.put_object(Bucket=storage.bucket, Key="root/other.txt", Body=b"0")
+        client = request.getfixturevalue("s3_client")
+        client.put_object(Bucket=storage.bucket, Key=f"{storage.prefix}2/outside.txt", Body=b"0")
+        client.put_object(Bucket=storage.bucket, Key="root/other.txt", Body=b"0")
     else:
         (tmp_path / "outside.txt").write_bytes(b"0")
     assert list(storage.list()) == ["inside.txt"]
@@ -267,6 +269,15 @@ def test_local_permission_error_is_storage_error(tmp_path: Path) -> None:
         assert not isinstance(info.value, ObjectNotFound)
     finally:
         locked.chmod(0o755)
+
+
+def test_local_os_errors_are_translated() -> None:
+    # Runs as root in CI containers too, where a real EACCES cannot be provoked.
+    with pytest.raises(StorageError) as info, _local_errors("write /x"):
+        raise PermissionError(13, "Permission denied")
+    assert type(info.value) is StorageError
+    with pytest.raises(ObjectNotFound), _local_errors("read /x"):
+        raise FileNotFoundError(2, "No such file or directory")
 
 
 def test_local_uris(tmp_path: Path) -> None:
