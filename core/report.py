@@ -155,10 +155,11 @@ def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: b
                   "(`openai/oracle-*`), a stand-in server that answers from the human labels found in the "
                   "input. The accuracy figures show how well the classifier learns those human labels, not "
                   "how good an LLM's labels would be, and the spend figures are not real costs.", ""]
-    lines += ["Accuracy is agreement with the large model's labels on the held-out test set (95% Wilson "
-              "interval in brackets). Where the input carried human labels, *gold accuracy* compares with "
-              "those instead.", ""]
-    return lines
+    lines.append("Accuracy is agreement with the large model's labels on the held-out test set (95% Wilson "
+                 "interval in brackets).")
+    if any(it.gold_metrics for it in state.iterations):
+        lines.append("The input carried human labels: *gold accuracy* compares with those instead.")
+    return [*lines, ""]
 
 
 def _best_section(state: State, settings_summary: Mapping[str, Any]) -> list[str]:
