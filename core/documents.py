@@ -55,13 +55,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _BINARY_CONTROL_RATIO = 0.10
 
+_Draft = tuple[int, str, dict[str, Any]]  # (position or line, text, metadata) of a chunk before dedup
+
 
 class _Skip(Exception):
-    """Why one input is unusable. Private control flow: caught in this module, never raised out of it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """Why one input is unusable (the message). Private control flow: never raised out of this module."""
 
 
 # ---- pure text functions ----------------------------------------------------------------------------
@@ -150,27 +148,18 @@ def chunk_text(text: str, chunk_size: int) -> list[str]:
 
 
 def _head(text: str, n: int) -> str:
-    """The first ``n`` characters, cut at a space instead when one lies in their last tenth."""
-    if n <= 0:
-        return ""
+    """The first ``n`` characters, cut at whitespace instead when some lies in their last tenth."""
     cut = text[:n]
-    if n < len(text) and not text[n].isspace():
-        space = max(cut.rfind(" "), cut.rfind("\n"))
-        if space >= n - max(1, n // 10):
-            cut = cut[:space]
+    if 0 < n < len(text) and not text[n].isspace():
+        window = range(n - 1, n - 1 - max(1, n // 10), -1)
+        space = next((i for i in window if cut[i].isspace()), None)
+        cut = cut if space is None else cut[:space]
     return cut.rstrip()
 
 
 def _tail(text: str, n: int) -> str:
-    """The last ``n`` characters, cut at a space instead when one lies in their first tenth."""
-    if n <= 0:
-        return ""
-    cut = text[-n:]
-    if n < len(text) and not text[-n - 1].isspace():
-        spaces = [i for i in (cut.find(" "), cut.find("\n")) if i >= 0]
-        if spaces and min(spaces) < max(1, n // 10):
-            cut = cut[min(spaces) + 1 :]
-    return cut.lstrip()
+    """The last ``n`` characters, cut at whitespace instead when some lies in their first tenth."""
+    return _head(text[::-1], n)[::-1]
 
 
 def truncate(text: str, limit: int, truncation_type: str) -> str:
@@ -210,12 +199,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _decode(data: bytes) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            pass
-    for encoding in ("utf-8-sig", "cp1252"):
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    for encoding in ("utf-16", "utf-8-sig", "cp1252") if utf16 else ("utf-8-sig", "cp1252"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
@@ -231,26 +216,27 @@ def _read_plain(data: bytes) -> str:
     return text
 
 
+def _open_without_password(reader: PdfReader) -> None:
+    try:
+        opened = bool(reader.decrypt(""))  # many PDFs only restrict printing: their user password is empty
+    except Exception as exc:  # e.g. DependencyError: AES needs the cryptography package
+        raise _Skip(f"encrypted PDF: {_describe(exc)}") from exc
+    if not opened:
+        raise _Skip("encrypted PDF (needs a password)")
+
+
 def _read_pdf(data: bytes) -> str:
     # pypdf raises many unrelated exception types on malformed files (its own, ValueError, KeyError,
     # RecursionError...): any of them means this one file is unreadable, never that the run must stop.
     try:
         reader = PdfReader(io.BytesIO(data))
-        encrypted = reader.is_encrypted
+        if reader.is_encrypted:
+            _open_without_password(reader)
+        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except _Skip:
+        raise
     except Exception as exc:
         raise _Skip(f"corrupt PDF: {_describe(exc)}") from exc
-    if encrypted:
-        try:
-            opened = bool(reader.decrypt(""))  # many PDFs only restrict printing: empty user password
-        except Exception as exc:  # e.g. DependencyError: AES needs the cryptography package
-            raise _Skip(f"encrypted PDF: {_describe(exc)}") from exc
-        if not opened:
-            raise _Skip("encrypted PDF (needs a password)")
-    try:
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except Exception as exc:
-        raise _Skip(f"corrupt PDF: {_describe(exc)}") from exc
-    text = "\n\n".join(pages)
     if not text.strip():
         raise _Skip("no extractable text (scanned PDF?)")
     return text
@@ -296,7 +282,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _read_jsonl(source: str, text: str) -> tuple[list[tuple[int, str, dict[str, Any]]], list[SkippedInput]]:
+def _read_jsonl(source: str, text: str) -> tuple[list[_Draft], list[SkippedInput]]:
     """``(line, text, other keys)`` per usable record, and a SkippedInput per unusable line (1-based)."""
     records, skipped = [], []
     # split on "\n" only: JSON strings may hold a raw U+2028, which str.splitlines() would cut at
@@ -317,10 +303,10 @@ def _read_jsonl(source: str, text: str) -> tuple[list[tuple[int, str, dict[str, 
             reason = 'no "text" key'
         elif not isinstance(record["text"], str):
             reason = f'"text" is not a string (got {_json_type(record["text"])})'
-        elif not record["text"].strip():
+        elif not (cleaned := _normalise(_clean(record["text"]))):
             reason = 'empty "text"'
         else:
-            records.append((number, record["text"], {k: v for k, v in record.items() if k != "text"}))
+            records.append((number, cleaned, {k: v for k, v in record.items() if k != "text"}))
             continue
         skipped.append(SkippedInput(source, reason, number))
     return records, skipped
@@ -356,9 +342,7 @@ def _extension(key: str) -> str:
     return name[dot:].lower() if dot > 0 else ""
 
 
-def _drafts(
-    key: str, data: bytes, chunk_size: int, truncation_type: str
-) -> tuple[list[tuple[int, str, dict[str, Any]]], list[SkippedInput]]:
+def _drafts(key: str, data: bytes, chunk_size: int, truncation_type: str) -> tuple[list[_Draft], list[SkippedInput]]:
     """``(position, text, metadata)`` of each chunk of one file before dedup, and its skipped lines."""
     junk = _junk_reason(key)
     if junk:
@@ -372,11 +356,7 @@ def _drafts(
         records, skipped = _read_jsonl(key, _read_plain(data))
         # Records are never split (a record is one unit to classify), only cut; position is the 0-based
         # line so that an id does not change when a bad line elsewhere in the file is fixed.
-        drafts = [
-            (number - 1, truncate(_normalise(_clean(text)), chunk_size, truncation_type), metadata)
-            for number, text, metadata in records
-        ]
-        return [d for d in drafts if d[1]], skipped
+        return [(n - 1, truncate(text, chunk_size, truncation_type), meta) for n, text, meta in records], skipped
     text = _clean(_READERS[extension](data))
     if not text.strip():
         raise _Skip("empty file")
@@ -404,24 +384,29 @@ class IngestResult:
 
 
 def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_type: str) -> IngestResult:
-    """Read ``(key, bytes)`` pairs into chunks, in sorted key order so the output is deterministic.
+    """Read ``(key, bytes)`` pairs into chunks; the output follows sorted key order whatever the input order.
 
     Raises ``NoUsableChunks`` (with the full result as ``.result``, for the report) when nothing is left.
     """
     _check_chunk_size(chunk_size)
     _check_truncation_type(truncation_type)
+    # Each file is read as it arrives and only its text is kept, so the raw bytes of every input (PDFs
+    # are mostly not text) never have to be in memory at once; sorting happens afterwards.
+    outcomes: list[tuple[str, list[_Draft] | None, list[SkippedInput]]] = []
+    for key, data in files:
+        try:
+            outcomes.append((key, *_drafts(key, data, chunk_size, truncation_type)))
+        except _Skip as skip:
+            outcomes.append((key, None, [SkippedInput(source=key, reason=str(skip))]))
     chunks: list[Chunk] = []
     skipped: list[SkippedInput] = []
     per_source: dict[str, int] = {}
     seen: set[str] = set()
     duplicates = 0
-    for key, data in sorted(files, key=lambda pair: pair[0]):
-        try:
-            drafts, line_skips = _drafts(key, data, chunk_size, truncation_type)
-        except _Skip as skip:
-            skipped.append(SkippedInput(source=key, reason=skip.reason))
+    for key, drafts, file_skips in sorted(outcomes, key=lambda outcome: outcome[0]):
+        skipped.extend(file_skips)
+        if drafts is None:
             continue
-        skipped.extend(line_skips)
         per_source[key] = 0
         for position, text, metadata in drafts:
             if text in seen:

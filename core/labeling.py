@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import LLMAuthError, PermanentError, RetryableError
+from core.llm import label_schema
 from core.rules import Chat
 from core.schema import Chunk, Label, LLMReply
 from core.shards import ShardWriter, read_shards
@@ -61,23 +62,6 @@ class LabelPrompt:
         if self.format_mode == "json_object":
             return {"type": "json_object"}
         return None
-
-
-def label_schema(classes: list[str]) -> dict[str, Any]:
-    """OpenAI-style structured output whose ``label`` can only be one of the classes."""
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "label",
-            "strict": True,
-            "schema": {
-                "type": "object",
-                "properties": {"reason": {"type": "string"}, "label": {"type": "string", "enum": classes}},
-                "required": ["reason", "label"],
-                "additionalProperties": False,
-            },
-        },
-    }
 
 
 def match_class(value: Any, classes: list[str]) -> str | None:

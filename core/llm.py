@@ -173,11 +173,13 @@ def response_format_mode(
     ============================================  ===============
     provider unknown to litellm                    ``none``
     OpenAI-compatible provider + custom base_url   ``json_schema``  (vLLM, oracle, LM Studio)
-    litellm says the model supports schemas        ``json_schema``
-    ollama / ollama_chat, response_format allowed  ``json_object``
-    other provider, response_format allowed        ``json_object``
+    litellm says the model supports schemas        ``json_schema``  (gpt-4o-mini, ...)
+    provider accepts ``response_format``           ``json_object``  (ollama, unmapped openai, ...)
     anything else                                  ``none``
     ============================================  ===============
+
+    litellm's schema flag comes from its bundled model map, so a model served under a custom name (the
+    oracle's "openai/oracle-large", a vLLM deployment) is unknown there; the base_url row covers those.
     """
     if provider is None:
         return "none"

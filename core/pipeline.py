@@ -45,7 +45,8 @@ def _do_report(ctx: RunContext, state: State) -> None:
     s = ctx.settings
     if s.meta_datagen.do_meta_datagen:
         examples = meta.build_meta_examples(s.meta_datagen.meta_datagen_keys, s.meta_datagen.meta_datagen_extras,
-                                            _rules_result(ctx), _label_calls(ctx))
+                                            _rules_result(ctx), _label_calls(ctx),
+                                            classes=s.classification.classes, desc=s.classification.desc)
         meta.write_meta_dataset(ctx.output, examples)
     ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
     label_summary = {k: v for k, v in state.counters.items() if "label" in k}

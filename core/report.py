@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,21 +41,15 @@ LEARNING_CURVE_KEY = "plots/learning_curve.png"
 CONFUSION_KEY = "plots/confusion_matrix.png"
 
 
-# ---------------------------------------------------------------- small pure helpers
-
 def classifier_dir(n: int) -> str:
     return f"classifiers/classifier_{n}/"
-
-
-def is_oracle_model(model: str) -> bool:
-    return model.startswith(ORACLE_PREFIX)
 
 
 def uses_oracle(settings_summary: Mapping[str, Any], totals: Mapping[str, Any]) -> bool:
     """True when either configured model or any model in the ledger is the local oracle stand-in."""
     api = settings_summary.get("api") or {}
     names = [api.get("large_model") or "", api.get("small_model") or "", *totals.get("by_model", {})]
-    return any(is_oracle_model(n) for n in names)
+    return any(n.startswith(ORACLE_PREFIX) for n in names)
 
 
 def _best(state: State) -> int | None:
@@ -98,13 +93,21 @@ def _seconds(s: float) -> str:
 
 
 def _money(bucket: Mapping[str, Any]) -> str:
-    cost = f"${bucket.get('cost_usd', 0.0):.4f}"
-    if bucket.get("unknown_cost_models"):
-        return f"{cost} + unknown*" if bucket.get("cost_usd") else "unknown*"
-    return cost
+    cost, unknown = bucket.get("cost_usd", 0.0), bucket.get("unknown_cost_models")
+    return (f"${cost:.4f} + unknown*" if cost else "unknown*") if unknown else f"${cost:.4f}"
 
 
-# ---------------------------------------------------------------- metrics.json
+def _counts(d: Mapping[str, Any]) -> dict[str, int | float]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def label_failures(state: State, label_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Failed-label counts: per ``*_failed`` count of the summary, per training iteration, and in total."""
+    by_count = {k: v for k, v in _counts(label_summary).items() if k.endswith("_failed")}
+    training = {str(it.n): it.failed_labels for it in state.iterations}
+    return {"by_count": by_count, "training_by_iteration": training,
+            "total": int(sum(by_count.values()) + sum(training.values()))}
+
 
 def metrics_document(state: State, *, settings_summary: Mapping[str, Any], totals: Mapping[str, Any],
                      ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,12 +120,7 @@ def metrics_document(state: State, *, settings_summary: Mapping[str, Any], total
         "required_accuracy": _required_accuracy(settings_summary),
         "best_iteration": best,
         "best_classifier": classifier_dir(best) if best is not None else None,
-        "iterations": [
-            {"iteration": it.n, "train_examples": it.train_examples, "train_ids": it.train_ids,
-             "failed_labels": it.failed_labels, "train_seconds": it.train_seconds,
-             "examples_per_s": it.examples_per_s, "metrics": it.metrics, "gold_metrics": it.gold_metrics}
-            for it in state.iterations
-        ],
+        "iterations": [asdict(it) for it in state.iterations],
         "llm": dict(totals),
         "labels_from_oracle": uses_oracle(settings_summary, totals),
         "ingestion": dict(ingest_report),
@@ -132,22 +130,22 @@ def metrics_document(state: State, *, settings_summary: Mapping[str, Any], total
     }
 
 
-# ---------------------------------------------------------------- report.md sections
-
 def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: bool) -> list[str]:
     required = _required_accuracy(settings_summary)
     lines = ["# Classifier bootstrapper report", ""]
     status = {"done": "finished", "failed": "failed"}.get(state.status, f"in progress (step `{state.step.value}`)")
-    lines.append(f"**Status:** {status}, after {len(state.iterations)} training iteration(s).")
-    lines.append(f"**Why the loop stopped:** {state.stop_reason or 'it has not stopped yet.'}")
+    lines.append(f"- **Status:** {status}, after {len(state.iterations)} training iteration(s).")
+    why = state.stop_reason or (f"the run failed during step `{state.step.value}` (see the job's log)"
+                                if state.status == "failed" else "it has not stopped yet")
+    lines.append(f"- **Why the loop stopped:** {why}")
     classes = (settings_summary.get("classification") or {}).get("classes")
     if classes:
-        lines.append(f"**Classes:** {', '.join(classes)}.")
+        lines.append(f"- **Classes:** {', '.join(classes)}.")
     if required is not None:
-        lines.append(f"**Required accuracy:** {_pct(required)}.")
+        lines.append(f"- **Required accuracy:** {_pct(required)}.")
     api = settings_summary.get("api") or {}
     if api:
-        lines.append(f"**Models:** rules and test labels by `{api.get('large_model')}`, training labels by "
+        lines.append(f"- **Models:** rules and test labels by `{api.get('large_model')}`, training labels by "
                      f"`{api.get('small_model')}`.")
     lines.append("")
     if oracle:
@@ -254,18 +252,6 @@ def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def _counts(d: Mapping[str, Any]) -> dict[str, int | float]:
-    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def label_failures(state: State, label_summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Failed-label counts: per ``*_failed`` count of the summary, per training iteration, and in total."""
-    by_count = {k: v for k, v in _counts(label_summary).items() if k.endswith("_failed")}
-    training = {str(it.n): it.failed_labels for it in state.iterations}
-    return {"by_count": by_count, "training_by_iteration": training,
-            "total": int(sum(by_count.values()) + sum(training.values()))}
-
-
 def _labels_section(state: State, label_summary: Mapping[str, Any]) -> list[str]:
     failures = label_failures(state, label_summary)
     out = ["## Labels", ""]
@@ -308,11 +294,9 @@ def render_report_md(state: State, *, settings_summary: Mapping[str, Any], total
     ]
     plot_keys = list(plot_keys)
     if plot_keys:
-        parts += ["## Plots", "", *[f"![{k}]({k})" for k in plot_keys], ""]
+        parts += ["## Plots", "", *[f"![{k}]({k})\n" for k in plot_keys]]
     return "\n".join(parts)
 
-
-# ---------------------------------------------------------------- plots
 
 def _new_figure(width: float, height: float) -> Figure:
     # A bare Figure, not pyplot: nothing enters pyplot's global figure registry, so nothing leaks when a
@@ -391,8 +375,6 @@ def confusion_matrix_png(metrics: Metrics, title: str = "Confusion matrix") -> b
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return _png(fig)
 
-
-# ---------------------------------------------------------------- status and writing
 
 def format_status(state: State, totals: Mapping[str, Any]) -> str:
     """A few lines for ``bootstrapper status OUTPUT``."""

@@ -29,7 +29,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import boto3
 import botocore.config
@@ -49,19 +49,21 @@ _LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"
 
 
 class Storage(Protocol):
-    root_uri: str
+    """Objects under a root. Every method raises ``StorageError`` (or a subclass) or ``StorageUnavailable``."""
+
+    root_uri: str  # "/abs/path" or "s3://bucket/prefix"
 
     def uri(self, key: str) -> str: ...
-    def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes) -> None: ...
-    def read_text(self, key: str) -> str: ...
+    def read_bytes(self, key: str) -> bytes: ...  # ObjectNotFound if missing
+    def write_bytes(self, key: str, data: bytes) -> None: ...  # replaces whole, never half-written
+    def read_text(self, key: str) -> str: ...  # UTF-8
     def write_text(self, key: str, text: str) -> None: ...
-    def list(self, prefix: str = "") -> Iterator[str]: ...
+    def list(self, prefix: str = "") -> Iterator[str]: ...  # keys under the folder, sorted, recursive
     def exists(self, key: str) -> bool: ...
-    def delete(self, key: str) -> None: ...
-    def create_if_absent(self, key: str, data: bytes) -> bool: ...
+    def delete(self, key: str) -> None: ...  # a missing key is fine
+    def create_if_absent(self, key: str, data: bytes) -> bool: ...  # False: someone else created it first
     def open_read(self, key: str) -> BinaryIO: ...
-    def open_write(self, key: str) -> BinaryIO: ...
+    def open_write(self, key: str) -> BinaryIO: ...  # appears on close; an exception in ``with`` discards it
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def _decode(data: bytes, what: str) -> str:
 class _GuardedStream(io.BufferedIOBase):
     """Delegates to a library stream, re-raising its errors as ours; a failed ``with`` discards writes."""
 
-    def __init__(self, inner: Any, errors: Callable[[], ContextManager[None]]) -> None:
+    def __init__(self, inner: Any, errors: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
         self._inner = inner
         self._errors = errors
 
@@ -330,7 +332,9 @@ class LocalStorage(_TextMixin):
         yield from sorted(found)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        with _local_errors(f"stat {path}"):
+            return path.is_file()
 
     def delete(self, key: str) -> None:
         with _local_errors(f"delete {self.uri(key)}"):
@@ -501,7 +505,7 @@ def upload_dir(storage: Storage, local_dir: Path, prefix: str) -> builtins.list[
         raise StorageError(f"upload {root}: not a directory")
     keys = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        key = _join(prefix, path.relative_to(root).as_posix())
+        key = _folder(prefix) + path.relative_to(root).as_posix()
         with _local_errors(f"read {path}"), path.open("rb") as src, storage.open_write(key) as dst:
             shutil.copyfileobj(src, dst)
         keys.append(key)

@@ -32,8 +32,9 @@ def wants_json(response_format: Any) -> bool:
 
 def _find_enum(node: Any) -> list[Any] | None:
     if isinstance(node, Mapping):
-        if isinstance(node.get("enum"), list):
-            return node["enum"]
+        enum = node.get("enum")
+        if isinstance(enum, list):
+            return enum
         for value in node.values():
             found = _find_enum(value)
             if found is not None:
@@ -161,4 +162,4 @@ def logprobs_content(
     rest = (1.0 - label_prob) / len(others) if others else 0.0
     alternatives = [_entry(label, label_prob)] + [_entry(name, rest) for name in others if rest > 0]
     label_entry = {**_entry(label, label_prob), "top_logprobs": alternatives[:top_k]}
-    return filler_logprobs(prefix, top_k) + [label_entry] + filler_logprobs(suffix, top_k)
+    return [*filler_logprobs(prefix, top_k), label_entry, *filler_logprobs(suffix, top_k)]

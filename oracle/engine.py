@@ -109,7 +109,9 @@ class Oracle:
         as_json = answers.wants_json(body.get("response_format"))
         model = str(body.get("model", ""))
         if match is not None:
-            label, flipped = answers.noisy_label(match.label, classes, self.config.noise, self.config.seed, model, match.text)
+            label, flipped = answers.noisy_label(
+                match.label, classes, self.config.noise, self.config.seed, model, match.text
+            )
             outcome, text = "label", match.text
         else:
             # The text is unknown: answer as an LLM would (some class), but deterministically and visibly so.
@@ -176,14 +178,24 @@ class Oracle:
         if fault is Fault.RATE_LIMIT:
             self.stats.record(model, messages, prompt[:80], fault.value, 429)
             headers = (("Retry-After", RETRY_AFTER_S), ("retry-after-ms", "100"))
-            return error_reply(429, "Rate limit reached (injected by the oracle).", "rate_limit_error", "rate_limit_exceeded", headers=headers)
+            return error_reply(
+                429,
+                "Rate limit reached (injected by the oracle).",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                headers=headers,
+            )
         if fault is Fault.SERVER_ERROR:
             self.stats.record(model, messages, prompt[:80], fault.value, 500)
-            return error_reply(500, "The server had an error (injected by the oracle).", "server_error", delay_s=self._latency_s())
+            return error_reply(
+                500, "The server had an error (injected by the oracle).", "server_error", delay_s=self._latency_s()
+            )
         match, marked = self.data.find(prompt)
         if match is None and marked and self.config.unknown_text == "error":
             self.stats.record(model, messages, prompt[:80], "unknown_text", 400)
-            return error_reply(400, "the oracle has no label for the text between <text> markers", "invalid_request_error")
+            return error_reply(
+                400, "the oracle has no label for the text between <text> markers", "invalid_request_error"
+            )
         if match is not None or marked:
             answer = self._label_answer(body, match, extract_marked(prompt) or "", fault)
         else:

@@ -44,7 +44,7 @@ class FaultRates:
             raise ValueError(f"fault rates add up to {self.total()}, more than 1")
 
     def total(self) -> float:
-        return sum(getattr(self, field.name) for field in fields(self))
+        return float(sum(getattr(self, field.name) for field in fields(self)))
 
     def ordered(self) -> list[tuple[Fault, float]]:
         return [

@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 _HEADING = r"(?:classes|labels|categories|class names)"
-_INLINE_RE = re.compile(rf"^\s*\W*{_HEADING}\W*\s*:\s*(\S.*)$", re.IGNORECASE | re.MULTILINE)
-_BLOCK_RE = re.compile(rf"^\s*\W*{_HEADING}\W*\s*:?\s*$", re.IGNORECASE)
+# [^\w\n] rather than \W or \s so a heading never reaches across a line break into the list below it.
+_INLINE_RE = re.compile(rf"^[^\w\n]*{_HEADING}[^\w\n:]*:[ \t]*(\S.*)$", re.IGNORECASE | re.MULTILINE)
+_BLOCK_RE = re.compile(rf"^[^\w\n]*{_HEADING}[^\w\n]*$", re.IGNORECASE)
 _ITEM_RE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.+)$")
 _WORD_RE = re.compile(r"[a-z][a-z']{2,}")
 _MAX_NAME_CHARS = 40
@@ -100,7 +101,9 @@ def _find_label(name: str, labels: Iterable[str]) -> str | None:
 
 def default_class(names: Sequence[str], label_counts: Mapping[str, int]) -> str:
     """The class most common in the data, else the first one named."""
-    counted = [(label_counts.get(_find_label(name, label_counts) or "", 0), -index, name) for index, name in enumerate(names)]
+    counted = [
+        (label_counts.get(_find_label(name, label_counts) or "", 0), -index, name) for index, name in enumerate(names)
+    ]
     return max(counted)[2] if counted else ""
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docx
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from core.documents import SUPPORTED_EXTENSIONS, TRUNCATION_MARKER, IngestResult, chunk_id, chunk_text, ingest, truncate
@@ -51,14 +51,18 @@ def skip_reasons(key: str, data: bytes) -> list[str]:
         ("a.txt", "héllo wörld".encode(), "héllo wörld"),
         ("bom.txt", b"\xef\xbb\xbfhello", "hello"),
         ("cp1252.txt", "café €5 “quoted”".encode("cp1252"), "café €5 “quoted”"),
-        ("latin1.txt", b"na\xefve text with a byte cp1252 lacks: \x81 here", "naïve text with a byte cp1252 lacks: here"),
+        ("latin1.txt", b"na\xefve, and a byte cp1252 lacks: \x81 here", "naïve, and a byte cp1252 lacks: here"),
         ("utf16.txt", "hello ünïcode".encode("utf-16"), "hello ünïcode"),
         ("crlf.txt", b"line one\r\nline two\r\n", "line one\nline two"),
         ("doc.md", b"# Title\n\n*emphasis* and `code`", "# Title\n\n*emphasis* and `code`"),
         ("SHOUT.MD", b"upper-case extension", "upper-case extension"),
         ("sub/dir/a.txt", b"in a sub-folder", "in a sub-folder"),
+        ("log.txt", b"\x1b[31mERROR\x1b[0m disk full on the backup disk", "[31mERROR [0m disk full on the backup disk"),
     ],
-    ids=["utf8", "utf8-bom", "cp1252", "latin1", "utf16-bom", "crlf", "markdown-kept", "upper-ext", "sub-folder"],
+    ids=[
+        "utf8", "utf8-bom", "cp1252", "latin1", "utf16-bom", "crlf", "markdown-kept", "upper-ext", "sub-folder",
+        "few-controls",
+    ],
 )
 def test_text_readers_decode(key: str, data: bytes, text: str) -> None:
     [chunk] = ingest_one(key, data).chunks
@@ -128,7 +132,7 @@ _GOOD_DOCX = docx_bytes(["Some text."])
         ("bom-only.txt", b"\xef\xbb\xbf  ", "empty file"),
         ("zero.pdf", b"", "empty file"),
         ("nul.txt", b"hello\x00world, a text with a NUL byte", "binary content in a text file"),
-        ("ctrl.txt", bytes([1, 2, 3, 4, 5, 6, 7, 8]) * 10 + b"some letters", "binary content in a text file"),
+        ("ctrl.txt", b"ab\x01\x02\x03cdefghijklmn" * 5, "binary content in a text file"),
         ("noise.md", random.Random(1).randbytes(4000), "binary content in a text file"),
         ("nul.jsonl", b'{"text": "a"}\x00\x00\n', "binary content in a text file"),
         ("table.csv", b"a,b\n1,2\n", "unsupported extension .csv"),
@@ -170,8 +174,9 @@ def test_jsonl_records_keep_metadata_and_line_positions() -> None:
         ('{"text": 5}', '"text" is not a string (got number)'),
         ('{"text": null}', '"text" is not a string (got null)'),
         ('{"text": "  "}', 'empty "text"'),
+        (r'{"text": "\u0001\u0002"}', 'empty "text"'),
     ],
-    ids=["truncated", "nan", "too-deep", "array", "no-text", "number", "null", "blank"],
+    ids=["truncated", "nan", "too-deep", "array", "no-text", "number", "null", "blank", "controls-only"],
 )
 def test_jsonl_bad_line_is_skipped_with_its_line_number(line: str, reason: str) -> None:
     data = f'{{"text": "good one"}}\n{line}\n{{"text": "good two"}}\n'.encode()
@@ -208,6 +213,7 @@ def test_truncate_head_prefers_a_word_boundary_in_the_last_tenth() -> None:
 def test_truncate_head_tail_keeps_a_third_of_head_and_two_thirds_of_tail() -> None:
     text = " ".join(f"w{i:03d}" for i in range(200))
     out = truncate(text, 100, "head-tail")
+    assert TRUNCATION_MARKER == " […] "
     head, tail = out.split(TRUNCATION_MARKER)
     assert len(out) <= 100 and out.startswith("w000 w001") and out.endswith("w198 w199")
     assert 25 <= len(head) <= 32 and 58 <= len(tail) <= 64
@@ -260,8 +266,9 @@ def test_chunks_fit_are_non_empty_and_lose_only_whitespace(text: str, size: int)
 
 
 @settings(max_examples=300)
-@given(text=_TEXTS, size=st.integers(12, 200))
+@given(text=_TEXTS, size=st.integers(5, 200))
 def test_chunks_keep_every_word_whole_when_words_fit(text: str, size: int) -> None:
+    assume(all(len(w) <= size for w in text.split()))
     assert [w for c in chunk_text(text, size) for w in c.split()] == text.split()
 
 
@@ -295,14 +302,14 @@ def test_small_paragraphs_are_packed_and_long_ones_start_a_chunk() -> None:
 
 def test_paragraph_too_long_is_cut_at_sentences_then_lines() -> None:
     sentences = ["The first sentence is here.", "Is this the second?", "Yes it is!"]
-    assert chunk_text(" ".join(sentences), 30) == sentences
+    assert chunk_text(" ".join(sentences), 28) == sentences
     rows = "\n".join(f"cell {i} | value {i} | note" for i in range(6))
     assert chunk_text(rows, 50) == ["\n".join(rows.split("\n")[i : i + 2]) for i in range(0, 6, 2)]
 
 
 @pytest.mark.parametrize("size", [0, -5, 1.5, True], ids=["zero", "negative", "float", "bool"])
 def test_chunk_text_rejects_a_bad_chunk_size(size: int) -> None:
-    with pytest.raises(ConfigError, match="system.chunk_size"):
+    with pytest.raises(ConfigError, match=r"system\.chunk_size"):
         chunk_text("text", size)
 
 
@@ -311,7 +318,7 @@ def test_chunk_text_rejects_a_bad_chunk_size(size: int) -> None:
 
 def test_chunk_id_is_pinned_and_sensitive_to_every_part() -> None:
     # Pinned: changing the scheme changes every id and breaks resuming old runs.
-    assert chunk_id("docs/a.txt", 0, "Hello.") == "2d4f8b67b44b1d3b"
+    assert chunk_id("docs/a.txt", 0, "Hello.") == "e189228ee79f1651"
     ids = {chunk_id("a", 0, "t"), chunk_id("b", 0, "t"), chunk_id("a", 1, "t"), chunk_id("a", 0, "u")}
     assert len(ids) == 4 and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
     assert chunk_id("ab", 1, "c") != chunk_id("a", 1, "bc")
@@ -334,8 +341,9 @@ def test_duplicate_paragraphs_within_one_file_are_dropped() -> None:
 
 
 def test_ids_of_a_file_do_not_depend_on_other_files() -> None:
-    alone = ingest([("b.txt", b"Shared.\n\nOwn text.")], chunk_size=10, truncation_type="head")
-    with_dup = ingest([("a.txt", b"Shared."), ("b.txt", b"Shared.\n\nOwn text.")], chunk_size=10, truncation_type="head")
+    b_file = ("b.txt", b"Shared.\n\nOwn text.")
+    alone = ingest([b_file], chunk_size=10, truncation_type="head")
+    with_dup = ingest([("a.txt", b"Shared."), b_file], chunk_size=10, truncation_type="head")
     own = [c for c in with_dup.chunks if c.source == "b.txt"]
     assert own == [c for c in alone.chunks if c.text == "Own text."]
 
@@ -350,9 +358,9 @@ def test_output_is_deterministic_whatever_the_input_order(tmp_path: Path) -> Non
 
 
 def test_no_usable_chunks_carries_the_result_for_the_report() -> None:
-    with pytest.raises(NoUsableChunks, match="ingest_report.json") as caught:
+    with pytest.raises(NoUsableChunks, match=r"ingest_report\.json") as caught:
         ingest([("a.csv", b"x"), ("b.txt", b""), ("c.jsonl", b"{}\n")], chunk_size=100, truncation_type="head")
-    assert isinstance(caught.value, PermanentError)
+    assert isinstance(caught.value, PermanentError) and isinstance(caught.value.result, IngestResult)
     report = caught.value.result.report()
     assert (report["files_read"], report["files_skipped"], report["chunks_made"]) == (1, 2, 0)
     assert [(s["source"], s["line"]) for s in report["skipped"]] == [("a.csv", None), ("b.txt", None), ("c.jsonl", 1)]
@@ -384,5 +392,8 @@ def test_the_bundled_mixed_example_ingests() -> None:
     result = ingest(files, chunk_size=2000, truncation_type="head-tail")
     read_types = {Path(k).suffix for k, n in result.per_source.items() if n > 0}
     assert read_types == set(SUPPORTED_EXTENSIONS)
-    assert 3 <= result.report()["files_skipped"] <= 5
+    skipped = {s.source for s in result.skipped if s.line is None}
+    bad = {"exports/customers.csv", "logs/crash-dump.txt", "reports/draft-damaged.docx", "scans/signed-contract.pdf"}
+    assert skipped == bad
+    assert [(s.source, s.line) for s in result.skipped if s.line] == [("tickets/chat-export.jsonl", 13)]
     assert len(result.chunks) >= 20

@@ -16,6 +16,7 @@ import matplotlib.image
 import pytest
 
 from core.ledger import COST_UNKNOWN_NOTE
+from core.ledger import totals as ledger_totals
 from core.report import (
     CONFUSION_KEY,
     LEARNING_CURVE_KEY,
@@ -27,7 +28,6 @@ from core.report import (
     learning_curve_png,
     write_report,
 )
-from core.ledger import totals as ledger_totals
 from core.schema import CallRecord, ClassScores, Metrics
 from core.state import IterationRecord, State, Step
 from core.storage import LocalStorage
@@ -116,7 +116,7 @@ LABELS = {
 }
 
 
-def run_report(tmp_path: Path, state: State | None = None, plots: bool = True,
+def run_report(tmp_path: Path, state: State | None = None, plots: bool = False,
                **overrides: Any) -> tuple[LocalStorage, list[str]]:
     storage = LocalStorage(tmp_path)
     kwargs: dict[str, Any] = dict(settings_summary=settings_summary(), ledger_records=ledger(),
@@ -136,7 +136,7 @@ def assert_png(data: bytes, min_bytes: int = 8_000) -> tuple[int, int]:
 
 
 def test_writes_every_output(tmp_path: Path) -> None:
-    storage, keys = run_report(tmp_path)
+    storage, keys = run_report(tmp_path, plots=True)
     assert keys == [METRICS_KEY, LEARNING_CURVE_KEY, CONFUSION_KEY, REPORT_KEY]
     assert all(storage.exists(k) for k in keys)
     md = storage.read_text(REPORT_KEY)
@@ -181,9 +181,9 @@ def test_best_classifier_details(tmp_path: Path) -> None:
 
 def test_stop_reason_and_status(tmp_path: Path) -> None:
     md = run_report(tmp_path)[0].read_text(REPORT_KEY)
-    assert "**Status:** finished, after 2 training iteration(s)." in md
+    assert "- **Status:** finished, after 2 training iteration(s)." in md
     assert "stopped at max_iters=2 below required_accuracy" in md
-    assert "**Required accuracy:** 90.0%." in md
+    assert "- **Required accuracy:** 90.0%." in md
 
 
 def test_skipped_inputs_listed(tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_metrics_json_round_trip(tmp_path: Path) -> None:
     assert doc["required_accuracy"] == 0.9
     assert doc["stop_reason"].startswith("stopped at max_iters=2")
     its = doc["iterations"]
-    assert [it["iteration"] for it in its] == [1, 2]
+    assert [it["n"] for it in its] == [1, 2]
     assert [it["train_examples"] for it in its] == [196, 393]
     assert Metrics.from_dict(its[1]["metrics"]) == M2
     assert Metrics.from_dict(its[0]["gold_metrics"]) == GOLD1
@@ -274,7 +274,7 @@ def test_metrics_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_pngs_are_real_images(tmp_path: Path) -> None:
-    storage, _ = run_report(tmp_path)
+    storage, _ = run_report(tmp_path, plots=True)
     assert_png(storage.read_bytes(LEARNING_CURVE_KEY))
     assert_png(storage.read_bytes(CONFUSION_KEY))
 
@@ -295,7 +295,7 @@ def test_gold_curve_changes_the_plot() -> None:
 
 
 def test_no_plots_when_disabled(tmp_path: Path) -> None:
-    storage, keys = run_report(tmp_path, plots=False)
+    storage, keys = run_report(tmp_path, plots=False)  # the helper's default, stated because it is the point
     assert keys == [METRICS_KEY, REPORT_KEY]
     assert not storage.exists(LEARNING_CURVE_KEY)
     assert "## Plots" not in storage.read_text(REPORT_KEY)
@@ -303,7 +303,7 @@ def test_no_plots_when_disabled(tmp_path: Path) -> None:
 
 def test_report_before_any_evaluation(tmp_path: Path) -> None:
     state = State(config_fingerprint="fp", step=Step.LABEL_TEST)
-    storage, keys = run_report(tmp_path, state, ledger_records=[], label_summary={})
+    storage, keys = run_report(tmp_path, state, plots=True, ledger_records=[], label_summary={})
     assert keys == [METRICS_KEY, REPORT_KEY]  # nothing to plot yet
     md = storage.read_text(REPORT_KEY)
     assert "in progress (step `label_test`)" in md
