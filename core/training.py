@@ -20,7 +20,8 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,20 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     ]
 
 
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block, then restore the process-wide setting."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -215,7 +230,8 @@ def _fit(
     from transformers import get_linear_schedule_with_warmup
 
     total = math.ceil(len(seqs) / cfg.batch_size) * cfg.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    # fused: one kernel for all parameters, ~7x faster per step on CPU than the per-tensor loop
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total), total)
     weight = torch.tensor(class_weights(y, len(cfg.classes))) if cfg.class_weighted_loss else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
@@ -274,18 +290,17 @@ def train_classifier(
     if unknown:
         raise TrainingError(f"labels {unknown} are not among the classes {cfg.classes}")
     y = [index[label] for label in labels]
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)  # before loading: the fresh head's initial weights come from this seed
     base = resolve_base_model(cfg.model_path)
-    tokenizer, model = _load_base(base, cfg)
-    started = time.perf_counter()
-    try:
-        seqs = encode(tokenizer, texts, cfg.max_length, cfg.truncation_type)
-        steps, final_loss = _fit(model, tokenizer, seqs, y, cfg, progress)
-    except (RuntimeError, ValueError) as exc:
-        raise TrainingError(f"training failed: {exc}") from exc
-    seconds = time.perf_counter() - started
+    with intra_op_threads(cfg.torch_threads):
+        seed_everything(cfg.seed)  # before loading: the fresh head's initial weights come from this seed
+        tokenizer, model = _load_base(base, cfg)
+        started = time.perf_counter()
+        try:
+            seqs = encode(tokenizer, texts, cfg.max_length, cfg.truncation_type)
+            steps, final_loss = _fit(model, tokenizer, seqs, y, cfg, progress)
+        except (RuntimeError, ValueError) as exc:
+            raise TrainingError(f"training failed: {exc}") from exc
+        seconds = time.perf_counter() - started
     if not math.isfinite(final_loss):
         raise TrainingError(f"training diverged (loss {final_loss}); try a lower learning_rate")
     _save(model, tokenizer, cfg, base, out_dir)
@@ -305,11 +320,20 @@ def train_classifier(
 class Classifier:
     """A trained classifier in memory: texts in, labels and class probabilities out."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_length: int, truncation_type: str) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        max_length: int,
+        truncation_type: str,
+        threads: int | None = None,
+    ) -> None:
         self._model = model.eval()
         self._tokenizer = tokenizer
         self._max_length = max_length
         self._truncation_type = truncation_type
+        self._threads = threads
         id2label = model.config.id2label
         self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
 
@@ -323,7 +347,7 @@ class Classifier:
             try:
                 seqs = encode(self._tokenizer, texts, self._max_length, self._truncation_type)
                 order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-                with torch.inference_mode():
+                with intra_op_threads(self._threads), torch.inference_mode():
                     for start in range(0, len(order), batch_size):
                         idx = order[start : start + batch_size]
                         logits = self._model(**pad_batch(self._tokenizer, [seqs[i] for i in idx])).logits
@@ -336,12 +360,10 @@ class Classifier:
         return self.predict_proba(texts, batch_size)[0]
 
 
-def load_classifier(model_dir: Path, *, torch_threads: int | None = None) -> Classifier:
+def load_classifier(model_dir: Path, *, threads: int | None = None) -> Classifier:
     """Load a folder written by ``train_classifier`` (or any sequence-classification folder)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
     try:
         meta_path = Path(model_dir) / META_FILE
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
@@ -351,6 +373,5 @@ def load_classifier(model_dir: Path, *, torch_threads: int | None = None) -> Cla
         raise TrainingError(f"cannot load classifier from {model_dir}: {exc}") from exc
     # A folder from elsewhere has no metadata: fall back to plain truncation at the tokenizer's limit.
     max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, 512))
-    return Classifier(
-        model, tokenizer, max_length=max_length, truncation_type=meta.get("truncation_type", "head")
-    )
+    truncation_type = meta.get("truncation_type", "head")
+    return Classifier(model, tokenizer, max_length=max_length, truncation_type=truncation_type, threads=threads)

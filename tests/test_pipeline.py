@@ -1,0 +1,201 @@
+"""End to end: ``bootstrapper run`` as a process, against the oracle LLM server and local or S3 storage.
+
+The classifier is the tiny random-init BERT so these finish in seconds to a minute; gold accuracy with the
+real base model is the benchmarks' and the demo's business. The oracle is a stand-in LLM answering from
+human labels; nothing here measures LLM quality.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.storage import Storage, open_storage
+from tests.fixtures.llm_server import OracleHandle, shared_data_dir
+from tests.pipeline_helpers import cli, cli_env, job_config, sample_rows, start_cli, wait_for, write_yaml
+
+pytestmark = pytest.mark.slow
+
+SMS = ["ham", "spam"]
+TREC = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+
+
+def _write_input(folder: Path, dataset: str, n: int) -> Path:
+    rows = sample_rows(shared_data_dir() / dataset, n)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _outputs(storage: Storage) -> dict[str, Any]:
+    """The outputs a user reads, in comparable form (timings and run ids left out)."""
+    state = json.loads(storage.read_text("state.json"))
+    iterations = [{k: it[k] for k in ("n", "train_ids", "train_examples", "failed_labels", "metrics",
+                                      "gold_metrics")} for it in state["iterations"]]
+    keys = sorted(storage.list("classifiers/"))
+    return {
+        "step": state["step"], "best": state["best_iteration"], "stop_reason": state["stop_reason"],
+        "iterations": iterations,
+        "datasets": {k: storage.read_text(k) for k in keys if "/datasets/" in k},
+        "test_labels": storage.read_text("classifiers/truth_labels_classification/llm_classifications.yaml"),
+        "predictions": {k: storage.read_text(k) for k in keys if "final_classifier_output" in k},
+        "rules": storage.read_text("rules.json"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sms_noisy(oracle_server: Callable[..., OracleHandle]) -> OracleHandle:
+    return oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.1, latency_ms=60, seed=1)
+
+
+def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_noisy: OracleHandle) -> None:
+    _write_input(tmp_path / "in", "sms_spam.jsonl", 300)
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path=str(tiny_bert_dir),
+                                                          meta_datagen__do_meta_datagen=True))
+    sms_noisy.reset_stats()
+    result = cli(["run", str(cfg)], cli_env(sms_noisy.base_url))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    state = json.loads((out / "state.json").read_text())
+    assert state["step"] == "done" and state["status"] == "done"
+    assert "max_iters=3" in state["stop_reason"]
+    assert [it["n"] for it in state["iterations"]] == [1, 2, 3]
+    # cumulative training sets: 60, then +40, +40 (minus any failed labels)
+    assert [it["train_ids"] for it in state["iterations"]] == [60, 40, 40]
+    sizes = [len((out / f"classifiers/datasets/dataset_{n}.jsonl").read_text().splitlines()) for n in (1, 2, 3)]
+    assert sizes[0] < sizes[1] < sizes[2] <= 140
+    for n in (1, 2, 3):
+        assert (out / f"classifiers/classifier_{n}/model.safetensors").exists()
+        assert state["iterations"][n - 1]["gold_metrics"] is not None, "jsonl 'label' keys give gold metrics"
+    preds = (out / "classifiers/final_classifier_output/predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 300 - 40 - 140
+    row = json.loads(preds[0])
+    assert row["label"] in SMS and set(row["probs"]) == set(SMS)
+    assert abs(sum(row["probs"].values()) - 1) < 1e-4
+    for key in ("report.md", "metrics.json", "llm_calls.jsonl", "plots/learning_curve.png",
+                "plots/confusion_matrix.png", "classifiers/rules_creation_generation.yaml",
+                "meta_datagen/meta_dataset.jsonl", "ingest_report.json"):
+        assert (out / key).stat().st_size > 0, key
+    report = (out / "report.md").read_text()
+    assert "stand-in" in report and f"classifier_{state['best_iteration']}" in report
+    ledger = [json.loads(line) for line in (out / "llm_calls.jsonl").read_text().splitlines()]
+    paid = [r for r in ledger if r["outcome"] == "ok"]
+    assert len(paid) == 1 + 40 + 140, "one rules call, 40 test labels, 140 training labels"
+    assert len({r["cache_key"] for r in paid}) == len(paid)
+    assert sms_noisy.stats(prompts=False)["repeated_ok_prompts"] == 0
+
+    from transformers import pipeline
+
+    best = out / f"classifiers/classifier_{state['best_iteration']}"
+    clf = pipeline("text-classification", model=str(best))
+    assert clf("Free entry! Win a prize now")[0]["label"] in SMS
+
+    # A second run of the finished job spends nothing and changes nothing.
+    again = cli(["run", str(cfg)], cli_env(sms_noisy.base_url))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sms_noisy.stats(prompts=False)["repeated_ok_prompts"] == 0
+
+    status = cli(["status", str(out)], cli_env(sms_noisy.base_url))
+    assert status.returncode == 0 and "done" in status.stdout
+
+
+def test_run_s3_multiclass_end_to_end(tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle],
+                                      s3_server: Any, s3_client: Any, s3_bucket: str) -> None:
+    oracle = oracle_server(shared_data_dir() / "trec6.jsonl", noise=0.0, latency_ms=20)
+    rows = sample_rows(shared_data_dir() / "trec6.jsonl", 260)
+    s3_client.put_object(Bucket=s3_bucket, Key="jobs/trec/input/questions.jsonl",
+                         Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    cfg = job_config(classes=TREC, input_="input", output="output", model_path=str(tiny_bert_dir),
+                     training__max_iters=2)
+    s3_client.put_object(Bucket=s3_bucket, Key="jobs/trec/config.yaml", Body=yaml.safe_dump(cfg).encode())
+    env = cli_env(oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url})
+    result = cli(["run", f"s3://{s3_bucket}/jobs/trec/config.yaml"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = open_storage(f"s3://{s3_bucket}/jobs/trec/output", s3_client=s3_client)
+    state = json.loads(out.read_text("state.json"))
+    assert state["step"] == "done" and len(state["iterations"]) == 2
+    metrics = state["iterations"][-1]["metrics"]
+    assert metrics["labels"] == TREC and len(metrics["confusion"]) == 6
+    config = json.loads(out.read_text("classifiers/classifier_2/config.json"))
+    assert sorted(config["id2label"].values()) == sorted(TREC)
+    assert out.exists("report.md") and out.exists("plots/confusion_matrix.png")
+    assert not list(out.list("lease.json")) or not out.exists("lease.json"), "the lease is released"
+
+
+KILL_POINTS = [
+    ("label_test", lambda out, st: st["step"] == "label_test" and bool(list(out.glob("labels/test/*.jsonl")))),
+    ("label_train#2", lambda out, st: st["step"] == "label_train" and st["iteration"] == 2
+     and len(list(out.glob("labels/train/*.jsonl"))) > 0),
+    ("train#2", lambda out, st: st["step"] == "train" and st["iteration"] == 2),
+    ("evaluate#3", lambda out, st: st["step"] == "evaluate" and st["iteration"] == 3),
+    ("predict", lambda out, st: st["step"] == "predict"),
+]
+
+
+def test_sigkill_at_several_steps_resumes_to_identical_outputs(
+        tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle]) -> None:
+    data = shared_data_dir() / "sms_spam.jsonl"
+    _write_input(tmp_path / "in", "sms_spam.jsonl", 300)
+
+    def config(name: str) -> Path:
+        return write_yaml(tmp_path / f"{name}.yaml", job_config(classes=SMS, input_="in", output=name,
+                                                                model_path=str(tiny_bert_dir)))
+
+    # The uninterrupted reference run.
+    ref_oracle = oracle_server(data, noise=0.1, latency_ms=150, seed=2)
+    done = cli(["run", str(config("ref"))], cli_env(ref_oracle.base_url))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    oracle = oracle_server(data, noise=0.1, latency_ms=150, seed=2)
+    cfg, out, log = config("killed"), tmp_path / "killed", tmp_path / "killed.log"
+    env = cli_env(oracle.base_url)
+    killed_at = []
+    for name, cond in KILL_POINTS:
+        proc = start_cli(["run", str(cfg)], env, log)
+        hit = wait_for(lambda: cond(out, json.loads((out / "state.json").read_text())), proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if hit:
+            killed_at.append(name)
+    finish = cli(["run", str(cfg)], env)
+    assert finish.returncode == 0, finish.stderr[-3000:] + log.read_text()[-3000:]
+    assert len(killed_at) >= 4, f"killed only at {killed_at}"
+
+    ref = _outputs(open_storage(str(tmp_path / "ref")))
+    got = _outputs(open_storage(str(out)))
+    assert got == ref
+
+    # No LLM call paid twice, except those in flight at a SIGKILL (at most concurrency_limit=4 per kill).
+    stats = oracle.stats(prompts=False)
+    assert stats["repeated_ok_prompts"] <= 4 * len(killed_at)
+    ledger = [json.loads(x) for x in (out / "llm_calls.jsonl").read_text().splitlines()]
+    paid_keys = [r["cache_key"] for r in ledger if r["outcome"] == "ok"]
+    assert len(paid_keys) == len(set(paid_keys)), "the ledger shows every request paid once"
+
+
+def test_sigterm_stops_cleanly_and_resume_repeats_nothing(
+        tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle]) -> None:
+    data = shared_data_dir() / "sms_spam.jsonl"
+    _write_input(tmp_path / "in", "sms_spam.jsonl", 300)
+    oracle = oracle_server(data, noise=0.1, latency_ms=150, seed=2)
+    cfg = write_yaml(tmp_path / "c.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                     model_path=str(tiny_bert_dir)))
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    proc = start_cli(["run", str(cfg)], cli_env(oracle.base_url), log)
+    assert wait_for(lambda: json.loads((out / "state.json").read_text())["step"] == "label_test"
+                    and bool(list(out.glob("labels/test/*.jsonl"))), proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert "resume" in log.read_text()
+    assert not (out / "lease.json").exists()
+    finish = cli(["run", str(cfg)], cli_env(oracle.base_url))
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert oracle.stats(prompts=False)["repeated_ok_prompts"] == 0
