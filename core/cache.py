@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ObjectNotFound
@@ -107,21 +108,40 @@ class ResponseCache:
         hit = self._memory.get(key)
         if hit is not None:
             return hit
+        found = self.read_entry(key)
+        if found is None:
+            return None
+        self._memory[key] = found[0]
+        return found[0]
+
+    def read_entry(self, key: str) -> tuple[LLMReply, dict[str, Any]] | None:
+        """The stored reply and the metadata of the call that paid for it (stage, chunk_id, ts)."""
         try:
             raw = self._storage.read_bytes(self.path(key))
         except ObjectNotFound:
             return None
         try:
-            reply = LLMReply.from_dict(json.loads(raw))
+            doc = json.loads(raw)
+            meta = doc.pop("_meta", None) or {}
+            return LLMReply.from_dict(doc), meta
         except (ValueError, TypeError, KeyError) as exc:
             # A torn or foreign entry is a miss: the call is made again and the entry overwritten.
             log.warning("ignoring unreadable cache entry %s: %s", self.path(key), exc)
             return None
-        self._memory[key] = reply
-        return reply
 
-    def put(self, key: str, reply: LLMReply) -> None:
-        # Stored as a fresh reply; whoever serves it from the cache marks it cached.
+    def keys(self) -> Iterator[str]:
+        """Every key with a stored entry."""
+        for path in self._storage.list(self._prefix):
+            name = path.rsplit("/", 1)[-1]
+            if name.endswith(".json"):
+                yield name[: -len(".json")]
+
+    def put(self, key: str, reply: LLMReply, meta: dict[str, Any] | None = None) -> None:
+        # Stored as a fresh reply; whoever serves it from the cache marks it cached. ``meta`` lets a later run
+        # account for a paid call whose ledger line a kill lost.
         stored = LLMReply.from_dict({**reply.to_dict(), "cached": False})
-        self._storage.write_bytes(self.path(key), canonical_json(stored.to_dict()).encode("utf-8"))
+        doc = stored.to_dict()
+        if meta:
+            doc["_meta"] = meta
+        self._storage.write_bytes(self.path(key), canonical_json(doc).encode("utf-8"))
         self._memory[key] = stored

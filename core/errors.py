@@ -36,6 +36,8 @@ class BootstrapperError(Exception):
 
 class RetryableError(BootstrapperError):
     retryable = True
+    # Earlier failed attempts of the same call, when an adapter retried before giving up (for the ledger).
+    attempt_errors: tuple[str, ...] = ()
 
 
 class PermanentError(BootstrapperError):

@@ -94,6 +94,7 @@ class LLMGateway:
             reply = await self._llm.chat(endpoint, messages, response_format=response_format,
                                          max_tokens=max_tokens, temperature=temperature, logprobs=logprobs)
         except (RetryableError, PermanentError) as exc:
+            self._record_retries(key, stage, endpoint, chunk_id, getattr(exc, "attempt_errors", ()))
             outcome = "retryable_error" if isinstance(exc, RetryableError) else "permanent_error"
             self._ledger.record(CallRecord(
                 ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key, outcome=outcome,
@@ -101,8 +102,10 @@ class LLMGateway:
                 error=ledger_error(exc, endpoint.api_key), chunk_id=chunk_id,
             ))
             raise
+        self._record_retries(key, stage, endpoint, chunk_id, reply.retried_errors)
         try:
-            await asyncio.to_thread(self._cache.put, key, reply)
+            await asyncio.to_thread(self._cache.put, key, reply,
+                                    {"stage": stage, "chunk_id": chunk_id, "ts": self._clock()})
         finally:
             # The call was paid for even if storing it failed: the ledger must show it.
             self._ledger.record(CallRecord(
@@ -112,3 +115,39 @@ class LLMGateway:
                 chunk_id=chunk_id,
             ))
         return dataclasses.replace(reply, cached=False)
+
+    def _record_retries(self, key: str, stage: str, endpoint: Endpoint, chunk_id: str,
+                        errors: tuple[str, ...]) -> None:
+        """One ledger line per failed attempt the adapter retried: the ledger accounts for every request."""
+        for error in errors:
+            self._ledger.record(CallRecord(ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key,
+                                           outcome="retryable_error", error=scrub(error, endpoint.api_key),
+                                           chunk_id=chunk_id))
+
+    def recover_unrecorded(self) -> int:
+        """Add a ledger line for every paid reply in the cache that no ledger line shows.
+
+        A SIGKILL can lose the ledger's unflushed buffer while the replies it paid for are already cached;
+        this makes the ledger whole again. Returns how many lines were recovered.
+        """
+        self._ledger.flush()
+        recorded = {r.cache_key for r in self._ledger.load_all() if r.outcome == "ok"}
+        recovered = 0
+        for key in self._cache.keys():
+            if key in recorded:
+                continue
+            entry = self._cache.read_entry(key)
+            if entry is None:
+                continue
+            reply, meta = entry
+            self._ledger.record(CallRecord(
+                ts=float(meta.get("ts", self._clock())), stage=str(meta.get("stage", "unknown")),
+                model=reply.model, cache_key=key, outcome="ok", tokens_in=reply.tokens_in,
+                tokens_out=reply.tokens_out, latency_s=reply.latency_s, cost_usd=reply.cost_usd,
+                cost_note="recovered from the response cache after an interrupted run"
+                + ("" if reply.cost_known else "; " + COST_UNKNOWN_NOTE),
+                chunk_id=str(meta.get("chunk_id", "")),
+            ))
+            recovered += 1
+        self._ledger.flush()
+        return recovered

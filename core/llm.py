@@ -17,6 +17,7 @@ import costs seconds and modules that only need the protocol should not pay for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import functools
 import os
@@ -290,6 +291,12 @@ def _logprobs_of(choice: Any) -> list[dict[str, Any]] | None:
 
 
 def _cost_of(response: Any) -> tuple[float, bool]:
+    """litellm prices every response it returns (``_hidden_params["response_cost"]``, None when the model is
+    not in its cost map); reuse that rather than pricing the response a second time, which costs ~1 ms."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    if isinstance(hidden, dict) and "response_cost" in hidden:
+        cost = hidden["response_cost"]
+        return (float(cost), True) if cost is not None else (0.0, False)
     try:
         cost = _litellm().completion_cost(completion_response=response)
     except Exception:  # noqa: BLE001 - litellm raises plain Exception subclasses for unmapped models
@@ -368,12 +375,16 @@ class LiteLLMClient:
             kwargs["logprobs"] = True
 
         attempt = 0
+        failed: list[str] = []  # every failed attempt is reported, so the ledger can show each request
         while True:
             try:
-                return await self._attempt(endpoint, kwargs)
+                reply = await self._attempt(endpoint, kwargs)
+                return dataclasses.replace(reply, retried_errors=tuple(failed)) if failed else reply
             except RetryableError as err:
                 if attempt >= self._options.max_retries:
+                    err.attempt_errors = tuple(failed)
                     raise
+                failed.append(f"{type(err).__name__}: {err}"[:300])
                 retry_after = err.retry_after if isinstance(err, LLMRateLimited) else None
                 await self._sleep(backoff_delay(attempt, self._options, self._rng, retry_after))
                 attempt += 1

@@ -41,6 +41,9 @@ log = logging.getLogger("bootstrapper")
 def _do_report(ctx: RunContext, state: State) -> None:
     from core import meta, report
 
+    recovered = ctx.gateway.recover_unrecorded()
+    if recovered:
+        log.info("ledger: %d paid calls recovered from the response cache (lost to an earlier kill)", recovered)
     records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
     s = ctx.settings
     if s.meta_datagen.do_meta_datagen:

@@ -99,13 +99,16 @@ class LLMReply:
     cost_known: bool  # False when the model is missing from litellm's cost map (cost_usd is then 0)
     logprobs: list[dict[str, Any]] | None = None  # [{"token": str, "logprob": float}, ...] when returned
     cached: bool = False  # served from the response cache: no money spent
+    retried_errors: tuple[str, ...] = ()  # failed attempts before this reply (each one is a ledger line)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("retried_errors")  # per-call history, not part of the cached reply
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LLMReply:
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k != "retried_errors"})
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ def test_concurrent_identical_requests_are_paid_once(tmp_path: Path) -> None:
 
 def test_a_failed_cache_write_still_ledgers_the_paid_call(tmp_path: Path) -> None:
     class ReadOnlyCache(ResponseCache):
-        def put(self, key: str, reply: LLMReply) -> None:
+        def put(self, key: str, reply: LLMReply, meta: dict | None = None) -> None:
             raise StorageUnavailable("bucket throttled")
 
     storage = LocalStorage(tmp_path)

@@ -1,0 +1,276 @@
+"""core.training: tokenization and batching pieces, then real training of a tiny random-init BERT.
+
+The tiny model must actually learn the synthetic alpha/beta/gamma task; the slow test trains the bundled
+MiniLM on human-labeled SMS spam and checks accuracy against the gold labels.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.errors import ConfigError, TrainingError
+from core.metrics import evaluate
+from core.training import (
+    META_FILE,
+    TrainConfig,
+    class_weights,
+    encode,
+    length_grouped_batches,
+    load_classifier,
+    resolve_base_model,
+    special_token_frame,
+    train_classifier,
+    truncate_ids,
+)
+from tests.fixtures.models import CLASSES, synthetic_task, tiny_train_config
+
+SMS = Path("/work/shared/data/sms_spam.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_bert_dir: Path) -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+
+
+# --- pure pieces ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "budget", "kind", "expected"),
+    [
+        (5, 6, "head-tail", [0, 1, 2, 3, 4]),
+        (6, 6, "head", [0, 1, 2, 3, 4, 5]),
+        (10, 6, "head", [0, 1, 2, 3, 4, 5]),
+        (10, 6, "head-tail", [0, 1, 6, 7, 8, 9]),
+        (100, 9, "head-tail", [0, 1, 2, 94, 95, 96, 97, 98, 99]),
+        (10, 1, "head-tail", [9]),
+    ],
+    ids=["short-untouched", "exact-fit", "head", "head-tail", "head-tail-thirds", "budget-one-keeps-last"],
+)
+def test_truncate_ids(n: int, budget: int, kind: str, expected: list[int]) -> None:
+    assert truncate_ids(list(range(n)), budget, kind) == expected
+
+
+def test_special_token_frame_of_a_bert_tokenizer(tokenizer: object) -> None:
+    assert special_token_frame(tokenizer) == ([101], [102])  # [CLS] ... [SEP]
+
+
+def test_head_tail_encoding_keeps_the_end_of_a_long_text(tokenizer: object) -> None:
+    words = [f"w{i}" for i in range(300)]
+    text = "opening " + " ".join(words) + " closing"
+    (ids,) = encode(tokenizer, [text], max_length=32, truncation_type="head-tail")
+    tokens = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]
+    assert len(ids) == 32
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert tokens[1] == "opening"
+    assert tokens[-2] == "closing"
+    # a third of the 30-token budget from the start, two thirds from the end
+    assert tokenizer.decode(ids[11:31]).endswith("w299 closing")  # type: ignore[attr-defined]
+
+
+def test_head_encoding_equals_the_tokenizers_own_truncation(tokenizer: object) -> None:
+    text = " ".join(f"word{i}" for i in range(200))
+    (ids,) = encode(tokenizer, [text], max_length=40, truncation_type="head")
+    assert ids == tokenizer(text, truncation=True, max_length=40)["input_ids"]  # type: ignore[operator]
+
+
+def test_short_texts_are_not_padded_or_cut(tokenizer: object) -> None:
+    short, empty = encode(tokenizer, ["hello world", ""], max_length=128, truncation_type="head-tail")
+    assert short == tokenizer("hello world")["input_ids"]  # type: ignore[operator]
+    assert empty == [101, 102]
+
+
+def test_length_grouped_batches_cover_every_index_once_in_similar_length_batches() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 200) for _ in range(500)]
+    batches = length_grouped_batches(lengths, 16, random.Random(1))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(500))
+    assert all(1 <= len(b) <= 16 for b in batches)
+
+    def padded_tokens(bs: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) for b in bs)
+
+    shuffled = list(range(500))
+    random.Random(1).shuffle(shuffled)
+    random_batches = [shuffled[i : i + 16] for i in range(0, 500, 16)]
+    assert padded_tokens(batches) < 0.75 * padded_tokens(random_batches)
+
+
+def test_length_grouped_batches_depend_only_on_the_seed() -> None:
+    lengths = list(range(100))
+    assert length_grouped_batches(lengths, 8, random.Random(3)) == length_grouped_batches(
+        lengths, 8, random.Random(3)
+    )
+    assert length_grouped_batches(lengths, 8, random.Random(3)) != length_grouped_batches(
+        lengths, 8, random.Random(4)
+    )
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one() -> None:
+    ids = [0, 0, 0, 1]
+    weights = class_weights(ids, 3)
+    assert weights[0] == pytest.approx(4 / 6)
+    assert weights[1] == pytest.approx(2.0)
+    assert weights[2] == 1.0  # absent class: unused
+    assert sum(weights[i] for i in ids) / len(ids) == pytest.approx(1.0)
+
+
+def test_resolve_base_model() -> None:
+    bundled = resolve_base_model("bundled:all-MiniLM-L6-v2")
+    assert (Path(bundled) / "config.json").is_file()
+    assert resolve_base_model("") == bundled
+    assert resolve_base_model("/models/mine") == "/models/mine"
+    with pytest.raises(ConfigError, match="bundled"):
+        resolve_base_model("bundled:bert-huge")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"classes": ["only"]}, "classification.classes"),
+        ({"classes": ["a", "a"]}, "classification.classes"),
+        ({"truncation_type": "tail"}, "training.truncation_type"),
+        ({"epochs": 0}, "training.epochs"),
+        ({"warmup_ratio": 1.5}, "training.warmup_ratio"),
+        ({"torch_threads": 0}, "system.torch_threads"),
+    ],
+    ids=["one-class", "duplicate-classes", "bad-truncation", "zero-epochs", "warmup-above-one", "zero-threads"],
+)
+def test_bad_config_names_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        tiny_train_config("unused", **overrides)
+    assert info.value.field == field
+
+
+# --- training the tiny model ---------------------------------------------------------------------------------
+
+
+def test_tiny_model_learns_the_synthetic_task(tiny_classifier_dir: Path) -> None:
+    texts, labels = synthetic_task(90, seed=2)
+    classifier = load_classifier(tiny_classifier_dir, threads=1)
+    metrics = evaluate(labels, classifier.predict(texts), list(CLASSES))
+    assert metrics.accuracy > 0.9, metrics
+    assert all(metrics.per_class[c].recall > 0.8 for c in CLASSES)
+
+
+def test_saved_folder_has_safetensors_tokenizer_labels_and_metadata(tiny_classifier_dir: Path) -> None:
+    assert (tiny_classifier_dir / "model.safetensors").is_file()
+    assert (tiny_classifier_dir / "tokenizer_config.json").is_file()
+    config = json.loads((tiny_classifier_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "alpha", "1": "beta", "2": "gamma"}
+    assert config["label2id"] == {"alpha": 0, "beta": 1, "gamma": 2}
+    meta = json.loads((tiny_classifier_dir / META_FILE).read_text())
+    assert (meta["classes"], meta["truncation_type"], meta["max_length"]) == (list(CLASSES), "head-tail", 32)
+
+
+def test_transformers_pipeline_loads_it_and_returns_class_names(tiny_classifier_dir: Path) -> None:
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(tiny_classifier_dir))
+    texts = ["we shall review gamma numbers", "the alpha report", "bring beta notes to lunch"]
+    out = classify(texts)
+    assert [o["label"] for o in out] == ["gamma", "alpha", "beta"]
+    assert load_classifier(tiny_classifier_dir, threads=1).predict(texts) == ["gamma", "alpha", "beta"]
+
+
+def test_training_is_deterministic_under_the_seed(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    texts, labels = synthetic_task(40, seed=3)
+    runs = {}
+    for name, seed in [("a", 11), ("b", 11), ("c", 12)]:
+        cfg = tiny_train_config(tiny_bert_dir, epochs=2, seed=seed)
+        train_classifier(texts, labels, cfg, tmp_path / name)
+        runs[name] = load_file(tmp_path / name / "model.safetensors")
+    assert runs["a"].keys() == runs["b"].keys()
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def test_any_number_of_classes_and_progress_reports(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    classes = ["c0", "c1", "c2", "c3", "c4"]
+    texts = [f"item {i} of kind {classes[i % 5]}" for i in range(20)]
+    labels = [classes[i % 5] for i in range(20)]
+    calls: list[tuple[int, int]] = []
+    cfg = tiny_train_config(tiny_bert_dir, classes=classes, epochs=2, batch_size=8)
+    result = train_classifier(texts, labels, cfg, tmp_path / "five", progress=lambda s, t: calls.append((s, t)))
+
+    assert result.steps == 6 and result.n_examples == 20
+    assert calls == [(s, 6) for s in range(1, 7)]
+    assert result.examples_per_s > 0 and result.final_loss > 0
+    classifier = load_classifier(tmp_path / "five", threads=1)
+    assert classifier.classes == classes
+    predicted, probs = classifier.predict_proba(texts[:3])
+    assert probs.shape == (3, 5) and set(predicted) <= set(classes)
+
+
+def test_torch_threads_apply_during_training_only(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    try:
+        cfg = tiny_train_config(tiny_bert_dir, epochs=1, torch_threads=1)
+        record = lambda *_: seen.append(torch.get_num_threads())  # noqa: E731
+        train_classifier(["alpha x", "beta y"], ["alpha", "beta"], cfg, tmp_path / "m", progress=record)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [1]
+    assert after == 2
+
+
+@pytest.mark.parametrize(
+    ("texts", "labels", "match"),
+    [
+        (["a", "b"], ["alpha", "delta"], "delta"),
+        (["a", "b"], ["alpha"], "2 texts but 1 labels"),
+        ([], [], "no training examples"),
+    ],
+    ids=["label-not-a-class", "length-mismatch", "empty"],
+)
+def test_bad_training_data_raises_training_error(
+    tiny_bert_dir: Path, tmp_path: Path, texts: list[str], labels: list[str], match: str
+) -> None:
+    with pytest.raises(TrainingError, match=match):
+        train_classifier(texts, labels, tiny_train_config(tiny_bert_dir), tmp_path / "m")
+
+
+def test_missing_base_model_raises_training_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="cannot load base model"):
+        train_classifier(["alpha"], ["alpha"], tiny_train_config(tmp_path / "nothing-here"), tmp_path / "m")
+
+
+def test_max_length_beyond_the_model_is_a_config_error(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        train_classifier(["alpha"], ["alpha"], tiny_train_config(tiny_bert_dir, max_length=600), tmp_path / "m")
+    assert info.value.field == "training.max_length"
+
+
+def test_loading_a_folder_without_a_model_raises_training_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="cannot load classifier"):
+        load_classifier(tmp_path)
+
+
+# --- the real base model -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bundled_minilm_learns_sms_spam_from_200_examples(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in SMS.read_text(encoding="utf-8").splitlines()]
+    train, held_out = rows[:200], rows[200:700]
+    # One thread: on a shared 2-core machine two threads contend and run several times slower.
+    cfg = TrainConfig(model_path="bundled:all-MiniLM-L6-v2", classes=["ham", "spam"], torch_threads=1)
+    result = train_classifier([r["text"] for r in train], [r["label"] for r in train], cfg, tmp_path / "sms")
+    classifier = load_classifier(tmp_path / "sms", threads=1)
+    predicted = classifier.predict([r["text"] for r in held_out])
+    metrics = evaluate([r["label"] for r in held_out], predicted, ["ham", "spam"])
+    assert result.steps == 4 * 13
+    assert metrics.accuracy >= 0.93, metrics
+    assert metrics.per_class["spam"].recall > 0.7, metrics
