@@ -19,6 +19,7 @@ from core.labeling import LabelPrompt
 from core.ledger import cost_of
 from core.rules import build_rules_messages
 from core.schema import Chunk
+from core.splits import test_size_for
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -80,9 +81,9 @@ def label_counts(n_chunks: int, test_set_size: int, train_set_size: int, train_s
     >>> label_counts(1000, 200, 200, 100, 5)
     (200, 200, 600)
     >>> label_counts(300, 200, 200, 100, 5)
-    (200, 100, 100)
+    (150, 150, 150)
     """
-    test = min(test_set_size, n_chunks)
+    test = test_size_for(n_chunks, test_set_size)
     pool = n_chunks - test
     wanted_max = train_set_size + (max_iters - 1) * train_set_increment
     return test, min(train_set_size, pool), min(wanted_max, pool)

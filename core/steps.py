@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from core.ledger import Ledger
 from core.llm import Endpoint
 from core.schema import Chunk, Label
 from core.shards import ShardWriter
+from core.splits import split_ids, test_size_for
 from core.state import IterationRecord, State
 from core.storage import Storage, download_dir, upload_dir
 
@@ -68,15 +68,6 @@ class RunContext:
 
 
 # ---- small pure helpers -------------------------------------------------------------------------------
-
-
-def split_ids(ids: list[str], test_size: int, train_size: int, seed: int) -> dict[str, list[str]]:
-    """Seeded, order-independent split: test set, initial training set, then the pool in selection order."""
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    test = order[:test_size]
-    train = order[test_size:test_size + train_size]
-    return {"test": test, "train": train, "pool": order[test_size + train_size:]}
 
 
 def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
@@ -147,7 +138,7 @@ def do_split(ctx: RunContext, state: State) -> None:
     ids = [d["id"] for d in read_jsonl(ctx.output, CHUNKS_KEY)]
     if len(ids) < 2:
         raise NoUsableChunks(f"only {len(ids)} chunk(s): need at least a test and a training chunk")
-    test_size = min(t.test_set_size, max(1, len(ids) // 2))
+    test_size = test_size_for(len(ids), t.test_set_size)
     splits = split_ids(ids, test_size, t.train_set_size, ctx.settings.system.seed)
     ctx.output.write_text(SPLITS_KEY, json.dumps(splits))
     state.pool_remaining = len(splits["pool"])

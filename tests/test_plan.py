@@ -34,15 +34,16 @@ def by_stage(est: PlanEstimate, scenario: str) -> dict[str, dict[str, object]]:
 
 @pytest.mark.parametrize(
     ("n", "expected"),
-    [(1000, (200, 200, 400)), (500, (200, 200, 300)), (350, (200, 150, 150)), (200, (200, 0, 0)),
-     (50, (50, 0, 0))],
-    ids=["plenty", "max-capped", "min-capped", "all-test", "fewer-than-test"],
+    # the test set takes at most half the chunks (core.splits.test_size_for), as the real split does
+    [(1000, (200, 200, 400)), (500, (200, 200, 300)), (450, (200, 200, 250)), (350, (175, 175, 175)),
+     (50, (25, 25, 25))],
+    ids=["plenty", "max-capped", "min-capped", "test-halved", "small"],
 )
 def test_label_counts_are_capped_by_available_chunks(n: int, expected: tuple[int, int, int]) -> None:
     assert label_counts(n, 200, 200, 100, 3) == expected
 
 
-@pytest.mark.parametrize(("n", "test", "train_min", "train_max"), [(1000, 200, 200, 400), (350, 200, 150, 150)],
+@pytest.mark.parametrize(("n", "test", "train_min", "train_max"), [(1000, 200, 200, 400), (350, 175, 175, 175)],
                          ids=["plenty", "capped"])
 def test_estimate_counts_calls_per_stage(n: int, test: int, train_min: int, train_max: int) -> None:
     est = estimate(settings(), chunks(n))
