@@ -363,6 +363,8 @@ class LiteLLMClient:
             # We retry ourselves (with Retry-After and our error split); litellm and the openai SDK
             # beneath it must not retry as well, or one call becomes up to 25 requests.
             "num_retries": 0,
+            # A provider without some parameter (logprobs on Anthropic, say) gets the call without it.
+            "drop_params": True,
             "max_retries": 0,
         }
         if endpoint.base_url:

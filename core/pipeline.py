@@ -9,6 +9,7 @@ and returns without advancing. Building adapters and reading settings is the han
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -54,7 +55,11 @@ def _do_report(ctx: RunContext, state: State) -> None:
     ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
     label_summary = {k: v for k, v in state.counters.items() if "label" in k}
     label_summary["failed_examples"] = _failed_examples(ctx)
-    report.write_report(ctx.output, state, settings_summary=s.redacted_dict(), ledger_records=records,
+    summary = s.redacted_dict()
+    summary["path"] = {"input": ctx.input.root_uri, "output": ctx.output.root_uri}  # resolved, not as written
+    # The report is the last step: describe the run as it will stand once this step is saved.
+    final = dataclasses.replace(state, step=Step.DONE, status="done")
+    report.write_report(ctx.output, final, settings_summary=summary, ledger_records=records,
                         ingest_report=ingest, label_summary=label_summary)
 
 

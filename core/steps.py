@@ -65,6 +65,7 @@ class RunContext:
     progress: ProgressFactory = _no_progress
     should_stop: Callable[[], bool] = lambda: False
     shard: tuple[int, int] = (0, 1)
+    s3_client: Any = None  # for an s3:// training.model_path
 
 
 # ---- small pure helpers -------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def _label(ctx: RunContext, ids: list[str], prefix: str, endpoint: Endpoint, sta
         results = asyncio.run(labeling.label_many(
             ctx.gateway, endpoint, label_prompt(ctx, endpoint), todo, stage=stage, sink=sink,
             workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,
-            max_tokens=s.api.max_tokens, temperature=s.api.temperature))
+            max_tokens=s.api.max_tokens, temperature=s.api.temperature, logprobs=True))
         done.update({lab.chunk_id: lab for lab in results})
     return {i: done[i] for i in ids if i in done}
 
@@ -193,7 +194,8 @@ def do_label_test(ctx: RunContext, state: State) -> None:
     labels = _label(ctx, splits["test"], TEST_LABELS, ctx.large, "test_labels")
     chunks = load_chunks(ctx)
     rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "status": lab.status, "reason": lab.reason,
-             "model": lab.model, **({"raw_reply": lab.raw, "error": lab.error} if not lab.ok else {})}
+             "model": lab.model, "confidence": lab.confidence,
+             **({"raw_reply": lab.raw, "error": lab.error} if not lab.ok else {})}
             for i, lab in labels.items()]
     ctx.output.write_text(CLS + "truth_labels_classification/llm_classifications.yaml",
                           yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100))
@@ -228,8 +230,8 @@ def do_label_train(ctx: RunContext, state: State) -> None:
     new_ids = _selected_ids(ctx, state, n)
     labels = _label(ctx, all_ids, TRAIN_LABELS, ctx.small, "train_labels")
     chunks = load_chunks(ctx)
-    rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "reason": lab.reason, "model": lab.model}
-            for i, lab in labels.items() if lab.ok]
+    rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "reason": lab.reason, "model": lab.model,
+             "confidence": lab.confidence} for i, lab in labels.items() if lab.ok]
     ctx.output.write_text(f"{CLS}datasets/dataset_{n}.jsonl", dumps_jsonl(rows))
     splits = load_splits(ctx)
     used_from_pool = len(all_ids) - len(splits["train"])
@@ -259,7 +261,7 @@ def train_config(ctx: RunContext) -> Any:
 
         local = ctx.work_dir / "base_model"
         if not (local / "config.json").exists():
-            download_dir(open_storage(base, s3_client=getattr(ctx.output, "client", None)), "", local)
+            download_dir(open_storage(base, s3_client=ctx.s3_client), "", local)
         base = str(local)
     return TrainConfig(model_path=resolve_base_model(base), classes=s.classification.classes, epochs=t.epochs,
                        learning_rate=t.learning_rate, batch_size=t.batch_size, max_length=t.max_length,

@@ -163,4 +163,4 @@ def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_cli
     modes = {e.model: llm.supports_response_format(e) for e in (large, small)}
     return RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
                       small=small, format_modes=modes, progress=progress_factory(progress),
-                      should_stop=should_stop, shard=shard)
+                      should_stop=should_stop, shard=shard, s3_client=s3_client)
