@@ -32,7 +32,7 @@ import yaml  # noqa: E402
 
 from benchmarks.common import REPO, append_result, shared_data  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
-from tests.fixtures.llm_server import start_oracle  # noqa: E402
+from oracle.process import start_oracle  # noqa: E402
 
 DATASETS = {
     "sms": ("sms_spam.jsonl", ["ham", "spam"],

@@ -35,7 +35,7 @@ from core.llm import Endpoint, LiteLLMClient, LLMOptions  # noqa: E402
 from core.schema import Chunk  # noqa: E402
 from core.shards import ShardWriter  # noqa: E402
 from core.storage import LocalStorage  # noqa: E402
-from tests.fixtures.llm_server import start_oracle  # noqa: E402
+from oracle.process import start_oracle  # noqa: E402
 
 
 def load_chunks(n: int) -> list[Chunk]:

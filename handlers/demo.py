@@ -9,38 +9,15 @@ and setting, e.g., ``api.large_model: openai/gpt-4o`` with ``OPENAI_API_KEY`` in
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from oracle.process import start_oracle
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "examples" / "config.yaml"
 DATA = REPO / "examples" / "sms" / "sms_spam.jsonl"
 NOISE = 0.10
-
-
-def start_oracle(data: Path, noise: float, latency_ms: int = 100) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = Path(tempfile.mkdtemp(prefix="oracle-")) / "port"
-    proc = subprocess.Popen([sys.executable, "-m", "oracle.server", "--data", str(data), "--port", "0",
-                             "--port-file", str(port_file), "--noise", str(noise), "--latency-ms", str(latency_ms)],
-                            cwd=REPO, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the oracle LLM server exited with code {proc.returncode}")
-        if port_file.exists() and port_file.read_text().strip():
-            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                return proc, url + "/v1"
-            except OSError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the oracle LLM server did not start within 30 s")
 
 
 def run_demo(restart: bool = False) -> int:
@@ -52,14 +29,13 @@ def run_demo(restart: bool = False) -> int:
         "figures below say how well the classifier learns from noisy labels, not how good any LLM is.\n",
         flush=True,
     )
-    proc, base_url = start_oracle(DATA, NOISE)
-    os.environ["BOOTSTRAPPER_API__LARGE_BASE_URL"] = base_url
-    os.environ["BOOTSTRAPPER_API__SMALL_BASE_URL"] = base_url
+    oracle = start_oracle(DATA, Path(tempfile.mkdtemp(prefix="oracle-")), noise=NOISE, latency_ms=100)
+    os.environ["BOOTSTRAPPER_API__LARGE_BASE_URL"] = oracle.base_url
+    os.environ["BOOTSTRAPPER_API__SMALL_BASE_URL"] = oracle.base_url
     try:
         code = main(["run", str(CONFIG)] + (["--restart"] if restart else []))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        oracle.stop()
     if code == 0:
         print(
             "\nTo use a real provider: copy examples/config.yaml, set api.large_model / api.small_model to litellm\n"
