@@ -3,7 +3,8 @@
 Keys are relative posix paths ("runs/state.json") under a storage's root. Two backends:
 ``LocalStorage`` (atomic writes: temp file next to the target, then ``os.replace``) and ``S3Storage``
 (boto3 client injected; object bodies stream through smart-open, listing and conditional puts go
-through boto3). ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
+through boto3). The file-like objects that ``open_read``/``open_write`` return live in
+``core.storage_streams``. ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
 
 Library errors are translated at this edge: a missing object is ``ObjectNotFound``; throttling, 5xx,
 timeouts and connection failures are ``StorageUnavailable`` (retryable); anything else, including a
@@ -23,10 +24,8 @@ import builtins
 import contextlib
 import errno
 import functools
-import io
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -38,8 +37,8 @@ import smart_open.s3
 import urllib3.exceptions
 
 from core.errors import BootstrapperError, ObjectNotFound, StorageError, StorageUnavailable
+from core.storage_streams import TMP_SUFFIX, AtomicFile, GuardedStream, open_new, tmp_path
 
-_TMP_SUFFIX = ".partial"  # in-progress local writes; list() hides them
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _UNAVAILABLE_CODES = frozenset(
     {"SlowDown", "503", "500", "502", "504", "RequestTimeout", "InternalError", "ServiceUnavailable",
@@ -171,116 +170,6 @@ def _decode(data: bytes, what: str) -> str:
         raise StorageError(f"{what}: not UTF-8 text ({exc})") from exc
 
 
-# --- streams ------------------------------------------------------------------------------------
-
-
-class _GuardedStream(io.BufferedIOBase):
-    """Delegates to a library stream, re-raising its errors as ours; a failed ``with`` discards writes."""
-
-    def __init__(self, inner: Any, errors: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
-        self._inner = inner
-        self._errors = errors
-
-    def readable(self) -> bool:
-        return bool(self._inner.readable())
-
-    def writable(self) -> bool:
-        return bool(self._inner.writable())
-
-    def seekable(self) -> bool:
-        return bool(self._inner.seekable())
-
-    def read(self, size: int | None = -1) -> bytes:
-        with self._errors():
-            return bytes(self._inner.read(-1 if size is None else size))
-
-    def write(self, data: Any) -> int:
-        with self._errors():
-            return int(self._inner.write(data))
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        with self._errors():
-            return int(self._inner.seek(offset, whence))
-
-    def tell(self) -> int:
-        return int(self._inner.tell())
-
-    def flush(self) -> None:
-        if not self.closed and not self._inner.closed:
-            with self._errors():
-                self._inner.flush()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            with self._errors():
-                self._inner.close()
-        finally:
-            super().close()
-
-    def terminate(self) -> None:
-        """Close without publishing: the object is not created (or replaced)."""
-        if self.closed:
-            return
-        try:
-            with self._errors():
-                getattr(self._inner, "terminate", self._inner.close)()
-        finally:
-            super().close()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self._inner.writable():
-            self.terminate()
-        else:
-            self.close()
-
-
-class _AtomicFile(io.BufferedIOBase):
-    """A file written under a temporary name beside ``target`` and renamed into place on close."""
-
-    def __init__(self, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._target = target
-        self._tmp = _tmp_path(target)
-        self._fh = _open_new(self._tmp)
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        return self._fh.write(data)
-
-    def flush(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._fh.close()
-            os.replace(self._tmp, self._target)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            super().close()
-
-    def terminate(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._fh.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
-            super().close()
-
-
-def _tmp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
-
-
 # --- backends -----------------------------------------------------------------------------------
 
 
@@ -327,7 +216,7 @@ class LocalStorage(_TextMixin):
             for dirpath, _dirs, files in os.walk(base):
                 rel_dir = Path(dirpath).relative_to(self._root).as_posix()
                 for name in files:
-                    if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+                    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
                         found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
         yield from sorted(found)
 
@@ -344,7 +233,7 @@ class LocalStorage(_TextMixin):
         path = self._path(key)
         with _local_errors(f"create {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _tmp_path(path)
+            tmp = tmp_path(path)
             _write_new(tmp, data)
             try:
                 # link() fails if the target exists, and readers never see a half-written file.
@@ -363,22 +252,17 @@ class LocalStorage(_TextMixin):
         path = self._path(key)
         with _local_errors(f"read {path}"):
             inner = path.open("rb")
-        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_local_errors, f"read {path}")))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(_local_errors, f"read {path}")))
 
     def open_write(self, key: str) -> BinaryIO:
         path = self._path(key)
         with _local_errors(f"write {path}"):
-            inner = _AtomicFile(path)
-        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_local_errors, f"write {path}")))
-
-
-def _open_new(path: Path) -> BinaryIO:
-    # O_EXCL: never clobber another writer's file; mode 0o666 lets the umask decide as open() would.
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+            inner = AtomicFile(path)
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(_local_errors, f"write {path}")))
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    with _open_new(path) as fh:
+    with open_new(path) as fh:
         fh.write(data)
 
 
@@ -460,13 +344,13 @@ class S3Storage(_TextMixin):
         what = f"read {self.uri(key)}"
         with _s3_errors(what):
             inner = self._open(key, "rb")
-        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_s3_errors, what)))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(_s3_errors, what)))
 
     def open_write(self, key: str) -> BinaryIO:
         what = f"write {self.uri(key)}"
         with _s3_errors(what):
             inner = self._open(key, "wb")  # multipart: large model files never sit whole in memory
-        return cast(BinaryIO, _GuardedStream(inner, functools.partial(_s3_errors, what)))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(_s3_errors, what)))
 
 
 # --- construction and folder helpers ------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,11 @@ def configure_logging(*, json_lines: bool | None = None, level: int = logging.IN
     root.setLevel(level)
     for noisy in ("LiteLLM", "litellm", "httpx", "botocore", "urllib3", "transformers", "filelock", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # transformers prints a load report and weight-loading bars on every model load; our own progress says enough.
+    # (read when transformers is first imported, which happens later and only for commands that train)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def progress_factory(enabled: bool | None = None) -> Callable[[str, int], Callable[[int], None]]:
