@@ -1,0 +1,231 @@
+"""AWS Batch entry point: run (or resume) one job from its config URI, or predict one shard as an array child.
+
+The container's ENTRYPOINT is ``python -m handlers.batch_job``; the job definition's command supplies the rest:
+
+    run [CONFIG_URI]                        the whole job; the job definition passes ``run Ref::config_uri``
+    predict-shard [CONFIG_URI] --shards N   one child of the prediction array job: shard
+                                            $AWS_BATCH_JOB_ARRAY_INDEX of N (or ``--index I`` by hand)
+
+``CONFIG_URI`` falls back to ``$BOOTSTRAPPER_CONFIG_URI``. Exit codes, which the job definition's retry
+strategy acts on:
+
+    0  done (or, for ``run`` with ``predict_shards > 1``, the loop done and the prediction array job submitted)
+    1  a failure that retrying cannot fix (see the log); Batch does not retry
+    2  bad config or usage; Batch does not retry
+    3  interrupted (SIGTERM: Spot reclaim, scale-in) or a transient failure (LLM provider or S3 still
+       unavailable after the adapters' own retries). State is saved; Batch retries on 3 and the retry
+       resumes where this attempt stopped, paying for no LLM call twice.
+
+With ``training.predict_shards`` N > 1 (and ``classification.predict_on_whole_set_at_the_end``), ``run``
+ends the pipeline without predicting in-process, then submits an array job of size N whose child I runs
+``predict-shard`` for shard I/N, writing ``predictions-part-0000I-of-0000N.jsonl``. A create-if-absent
+marker (``batch/predict-array.json`` in the output location) keeps a retried or repeated ``run`` from
+submitting the array twice. The report is written before the children predict, so it does not count
+their predictions.
+
+Does not: parse arguments of the ``bootstrapper`` CLI, build adapters (``handlers.wiring`` does), or know
+anything about the pipeline beyond ``core.pipeline.run`` and its outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+from core.errors import BootstrapperError, ConfigError, PermanentError, RetryableError
+from handlers import cli, wiring
+from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
+CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
+ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
+BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
+ARRAY_MARKER_KEY = "batch/predict-array.json"
+MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on arrayProperties.size
+
+log = logging.getLogger("bootstrapper")
+
+
+# --- pure decisions ------------------------------------------------------------------------------
+
+
+def config_uri_from(arg: str | None, environ: Mapping[str, str]) -> str:
+    """The config URI from the command line, else the environment.
+
+    An unsubstituted ``Ref::config_uri`` (a job submitted without ``--parameters config_uri=...``) counts as
+    missing rather than as a file name.
+    """
+    if arg and not arg.startswith("Ref::"):
+        return arg
+    if environ.get(CONFIG_URI_ENV):
+        return environ[CONFIG_URI_ENV]
+    raise ConfigError("config_uri", f"no config given: pass it as an argument, as the Batch parameter "
+                                    f"{CONFIG_URI_PARAMETER}, or in ${CONFIG_URI_ENV}")
+
+
+def array_size(settings: Any) -> int:
+    """Children of the prediction array job: 0 when the pipeline predicts in-process or not at all."""
+    shards = int(settings.training.predict_shards)
+    if not settings.classification.predict_on_whole_set_at_the_end or shards <= 1:
+        return 0
+    if shards > MAX_ARRAY_SIZE:
+        raise ConfigError("training.predict_shards", f"AWS Batch array jobs hold at most {MAX_ARRAY_SIZE} "
+                                                     f"children; got {shards}")
+    return shards
+
+
+def loop_settings(settings: Any, shards: int) -> Any:
+    """The settings the in-process pipeline runs with: no in-process prediction when an array job predicts.
+
+    ``predict_on_whole_set_at_the_end`` is not fingerprinted, so a resume under either value is allowed.
+    """
+    if not shards:
+        return settings
+    classification = settings.classification.model_copy(update={"predict_on_whole_set_at_the_end": False})
+    return settings.model_copy(update={"classification": classification})
+
+
+def array_target(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(job queue, job definition) for the prediction array job: the queue this job runs in by default."""
+    queue = environ.get(QUEUE_ENV) or environ.get(BATCH_QUEUE_ENV) or ""
+    definition = environ.get(DEFINITION_ENV) or ""
+    if not queue or not definition:
+        raise ConfigError("training.predict_shards", f"predicting in an array job needs ${DEFINITION_ENV} and a "
+                                                     f"queue (${QUEUE_ENV}, or ${BATCH_QUEUE_ENV} inside Batch); "
+                                                     "set them, or set training.predict_shards to 1")
+    return queue, definition
+
+
+def predict_job_name(config_uri: str) -> str:
+    """``s3://b/jobs/spam/config.yaml`` -> ``bootstrapper-spam-predict`` (valid for Batch, <= 128 chars)."""
+    folder = PurePosixPath(config_uri.removeprefix("s3://")).parent.name or "job"
+    return batch_job_name(folder)[:120] + "-predict"
+
+
+def array_request(config_uri: str, shards: int, queue: str, definition: str) -> dict[str, Any]:
+    """The SubmitJob request of the prediction array job; the children read their index from Batch."""
+    return {"jobName": predict_job_name(config_uri), "jobQueue": queue, "jobDefinition": definition,
+            "arrayProperties": {"size": shards}, "parameters": {CONFIG_URI_PARAMETER: config_uri},
+            "containerOverrides": {"command": ["predict-shard", config_uri, "--shards", str(shards)]}}
+
+
+# --- effects -------------------------------------------------------------------------------------
+
+
+def submit_prediction_array(output: Any, batch: Any, request: Mapping[str, Any], parent_job_id: str) -> str | None:
+    """Submit the array job once per output location; its job id, or None when an earlier run submitted it."""
+    claim = {"parent_job_id": parent_job_id, "size": request["arrayProperties"]["size"],
+             "claimed_at": round(time.time(), 3)}
+    if not output.create_if_absent(ARRAY_MARKER_KEY, json.dumps(claim).encode()):
+        earlier = output.read_text(ARRAY_MARKER_KEY)
+        log.info("prediction array job already submitted (%s); to predict again, delete %s or submit it by hand",
+                 earlier, output.uri(ARRAY_MARKER_KEY))
+        return None
+    try:
+        response = batch.submit_job(**request)
+    except Exception as exc:
+        output.delete(ARRAY_MARKER_KEY)  # so that the next run of this job submits it
+        raise PermanentError(f"submitting the prediction array job failed: {exc}") from exc
+    output.write_text(ARRAY_MARKER_KEY, json.dumps({**claim, "job_id": response["jobId"],
+                                                    "job_name": request["jobName"]}))
+    log.info("prediction array job %s submitted: %d children", response["jobId"], request["arrayProperties"]["size"])
+    return str(response["jobId"])
+
+
+def make_batch_client(environ: Mapping[str, str]) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("batch", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+                                          region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"))
+
+
+def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Any, str, str, Any]:
+    s3 = wiring.make_s3_client_from_env(environ) if config_uri.startswith(wiring.S3) else None
+    settings, inp, out = wiring.load_config(config_uri, environ, s3)
+    if s3 is None and (inp.startswith(wiring.S3) or out.startswith(wiring.S3)):
+        s3 = wiring.make_s3_client_from_env(environ)
+    return settings, inp, out, s3
+
+
+def run_job(config_uri: str, environ: Mapping[str, str],
+            batch_factory: Callable[[Mapping[str, str]], Any] = make_batch_client) -> int:
+    """``run``: the pipeline to the end (or to a stop request), then the prediction array job if sharded."""
+    from core.pipeline import run
+
+    settings, inp, out, s3 = _load(config_uri, environ)
+    shards = array_size(settings)
+    target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
+    stop = cli._install_stop_handler()
+    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0])
+    job_id = environ.get("AWS_BATCH_JOB_ID", "")
+    outcome = run(ctx, job_id=job_id)
+    state = outcome.state
+    if outcome.stopped_early:
+        log.warning("interrupted at step %s: state saved; exiting %d so that Batch retries and resumes",
+                    state.step.value, EXIT_RETRY)
+        return EXIT_RETRY
+    # An earlier attempt with predict_shards=1 may already have predicted in-process.
+    if target is not None and "predict" not in state.step_seconds:
+        queue, definition = target
+        submit_prediction_array(ctx.output, batch_factory(environ),
+                                array_request(config_uri, shards, queue, definition), job_id)
+    log.info("done: %s; outputs under %s", state.stop_reason, out)
+    return EXIT_OK
+
+
+def predict_shard(config_uri: str, shards: int, index: int | None, environ: Mapping[str, str]) -> int:
+    """``predict-shard``: one array child's share of the final prediction, through the CLI's ``predict``."""
+    if index is None:
+        raw = environ.get(ARRAY_INDEX_ENV, "")
+        if not raw.isdigit():
+            raise ConfigError("--index", f"no shard index: ${ARRAY_INDEX_ENV} is {raw!r} (not an array child?); "
+                                         "pass --index I to run one shard by hand")
+        index = int(raw)
+    # Prediction has no safe point to stop at: a part file appears only when complete, so leaving at once
+    # loses nothing, and exit 3 has Batch retry this child (the retry writes the whole part again).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
+    return cli.main(["--json-logs", "predict", config_uri, "--shard", f"{index}/{shards}"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m handlers.batch_job", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("run", help="run or resume the job (the job definition's default command)")
+    s.add_argument("config_uri", nargs="?", help=f"s3://.../config.yaml (default: ${CONFIG_URI_ENV})")
+    s = sub.add_parser("predict-shard", help="one child of the prediction array job")
+    s.add_argument("config_uri", nargs="?")
+    s.add_argument("--shards", type=int, required=True, help="the array size N")
+    s.add_argument("--index", type=int, default=None, help=f"shard index I (default: ${ARRAY_INDEX_ENV})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    wiring.configure_logging(json_lines=True)  # Batch sends stdout/stderr to CloudWatch: one JSON object a line
+    try:
+        config_uri = config_uri_from(args.config_uri, environ)
+        if args.command == "predict-shard":
+            return predict_shard(config_uri, args.shards, args.index, environ)
+        return run_job(config_uri, environ)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return EXIT_CONFIG
+    except RetryableError as exc:
+        log.error("%s: %s; state is saved, a retry resumes", type(exc).__name__, exc)
+        return EXIT_RETRY
+    except BootstrapperError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The AWS Batch entry point: its pure decisions, the array-job submission, and whole runs as a process.
+
+End-to-end runs use moto's S3 server (config and inputs uploaded under ``jobs/<name>/`` as a user would),
+the oracle LLM server and the tiny random-init BERT as ``training.model_path``; the sharded run also uses
+moto's Batch (simple mode) to receive the prediction array job.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from botocore.stub import Stubber
+
+from core.config import config_fingerprint, load_settings
+from core.errors import ConfigError, ObjectNotFound, PermanentError
+from core.storage import LocalStorage, open_storage
+from handlers.batch_job import (
+    ARRAY_MARKER_KEY,
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_RETRY,
+    array_request,
+    array_size,
+    array_target,
+    config_uri_from,
+    loop_settings,
+    main,
+    predict_job_name,
+    submit_prediction_array,
+)
+from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_client
+from tests.fixtures.llm_server import OracleHandle, shared_data_dir
+from tests.pipeline_helpers import REPO, cli_env, job_config, sample_rows, wait_for
+
+SMS = ["ham", "spam"]
+BASE = "classification: {classes: [ham, spam], desc: Spam or not.}\n"
+
+
+def _settings(**training: Any) -> Any:
+    return load_settings(BASE + (f"training: {json.dumps(training)}\n" if training else ""), {})
+
+
+# --- pure decisions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("arg", "environ", "expected"), [
+    ("s3://b/jobs/a/config.yaml", {}, "s3://b/jobs/a/config.yaml"),
+    (None, {"BOOTSTRAPPER_CONFIG_URI": "s3://b/env.yaml"}, "s3://b/env.yaml"),
+    ("Ref::config_uri", {"BOOTSTRAPPER_CONFIG_URI": "s3://b/env.yaml"}, "s3://b/env.yaml"),
+], ids=["argument", "environment", "unsubstituted-batch-parameter"])
+def test_config_uri_from(arg: str | None, environ: dict[str, str], expected: str) -> None:
+    assert config_uri_from(arg, environ) == expected
+
+
+@pytest.mark.parametrize("arg", [None, "Ref::config_uri", ""], ids=["none", "unsubstituted", "empty"])
+def test_missing_config_uri_is_a_config_error(arg: str | None) -> None:
+    with pytest.raises(ConfigError, match="config_uri"):
+        config_uri_from(arg, {})
+
+
+@pytest.mark.parametrize(("yaml_extra", "size"), [
+    ("", 0),
+    ("training: {predict_shards: 4}\n", 4),
+    ("training: {predict_shards: 4}\nclassification: {classes: [a, b], desc: d, "
+     "predict_on_whole_set_at_the_end: false}\n", 0),
+], ids=["one-shard", "four-shards", "no-final-prediction"])
+def test_array_size(yaml_extra: str, size: int) -> None:
+    text = yaml_extra if "classification" in yaml_extra else BASE + yaml_extra
+    assert array_size(load_settings(text, {})) == size
+
+
+def test_array_size_beyond_batch_limit_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="predict_shards"):
+        array_size(_settings(predict_shards=10_001))
+
+
+def test_loop_settings_skip_in_process_prediction_without_changing_the_fingerprint() -> None:
+    settings = _settings(predict_shards=3)
+    looped = loop_settings(settings, 3)
+    assert looped.classification.predict_on_whole_set_at_the_end is False
+    assert settings.classification.predict_on_whole_set_at_the_end is True
+    assert config_fingerprint(looped) == config_fingerprint(settings)
+    assert loop_settings(settings, 0) is settings
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"AWS_BATCH_JQ_NAME": "own-queue", "BOOTSTRAPPER_JOB_DEFINITION": "def"}, ("own-queue", "def")),
+    ({"AWS_BATCH_JQ_NAME": "own", "BOOTSTRAPPER_JOB_QUEUE": "other", "BOOTSTRAPPER_JOB_DEFINITION": "def"},
+     ("other", "def")),
+], ids=["queue-of-this-job", "explicit-queue"])
+def test_array_target(environ: dict[str, str], expected: tuple[str, str]) -> None:
+    assert array_target(environ) == expected
+
+
+def test_array_target_missing_definition_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="BOOTSTRAPPER_JOB_DEFINITION"):
+        array_target({"AWS_BATCH_JQ_NAME": "q"})
+
+
+def test_array_request() -> None:
+    uri = "s3://bucket/jobs/Réunion notes/config.yaml"
+    assert array_request(uri, 4, "q", "d") == {
+        "jobName": predict_job_name(uri), "jobQueue": "q", "jobDefinition": "d", "arrayProperties": {"size": 4},
+        "parameters": {"config_uri": uri},
+        "containerOverrides": {"command": ["predict-shard", uri, "--shards", "4"]},
+    }
+    assert predict_job_name("s3://b/jobs/spam/config.yaml") == "bootstrapper-spam-predict"
+    assert predict_job_name(uri).startswith("bootstrapper-Reunion-notes-") and len(predict_job_name("x" * 300)) <= 128
+
+
+# --- array submission (local storage, stubbed Batch) ---------------------------------------------
+
+
+def test_prediction_array_is_submitted_once(tmp_path: Path) -> None:
+    output = LocalStorage(tmp_path / "out")
+    batch = moto_client("batch", "http://127.0.0.1:9")  # the Stubber answers; nothing is contacted
+    request = array_request("s3://b/jobs/spam/config.yaml", 3, "q", "d")
+    with Stubber(batch) as stub:
+        stub.add_response("submit_job", {"jobName": request["jobName"], "jobId": "array-1"}, request)
+        assert submit_prediction_array(output, batch, request, "parent-1") == "array-1"
+        assert submit_prediction_array(output, batch, request, "parent-1") is None  # no second call
+        stub.assert_no_pending_responses()
+    marker = json.loads(output.read_text(ARRAY_MARKER_KEY))
+    assert marker["job_id"] == "array-1" and marker["size"] == 3 and marker["parent_job_id"] == "parent-1"
+
+
+def test_failed_array_submission_releases_the_marker(tmp_path: Path) -> None:
+    output = LocalStorage(tmp_path / "out")
+    batch = moto_client("batch", "http://127.0.0.1:9")
+    request = array_request("s3://b/jobs/spam/config.yaml", 3, "q", "d")
+    with Stubber(batch) as stub:
+        stub.add_client_error("submit_job", service_error_code="ClientException", http_status_code=400)
+        with pytest.raises(PermanentError, match="prediction array job"):
+            submit_prediction_array(output, batch, request, "parent-1")
+    assert not output.exists(ARRAY_MARKER_KEY)
+
+
+# --- exit codes without a pipeline ---------------------------------------------------------------
+
+
+def test_exit_2_without_a_config(tmp_path: Path) -> None:
+    assert main(["run"], {}) == EXIT_CONFIG
+    assert main(["run", str(tmp_path / "missing.yaml")], {}) == EXIT_CONFIG
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classification: {classes: [only-one], desc: x}\n")
+    assert main(["run", str(bad)], {}) == EXIT_CONFIG
+
+
+def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE + "training: {predict_shards: 2}\n")
+    assert main(["run", str(cfg)], {}) == EXIT_CONFIG
+    assert not (tmp_path / "output" / "state.json").exists(), "refused before anything started"
+
+
+def test_predict_shard_needs_an_index(tmp_path: Path) -> None:
+    assert main(["predict-shard", str(tmp_path / "c.yaml"), "--shards", "3"], {}) == EXIT_CONFIG
+
+
+# --- end to end, as a process against moto S3 and the oracle -------------------------------------
+
+
+def _upload_job(s3_client: Any, bucket: str, name: str, model_path: Path, n_rows: int, **overrides: Any) -> str:
+    """Documents first, then the config (the trigger), as a user would; returns the config URI."""
+    rows = sample_rows(shared_data_dir() / "sms_spam.jsonl", n_rows)
+    s3_client.put_object(Bucket=bucket, Key=f"jobs/{name}/input/messages.jsonl",
+                         Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    cfg = job_config(classes=SMS, input_="input", output="output", model_path=str(model_path), **overrides)
+    s3_client.put_object(Bucket=bucket, Key=f"jobs/{name}/config.yaml", Body=yaml.safe_dump(cfg).encode())
+    return f"s3://{bucket}/jobs/{name}/config.yaml"
+
+
+def _entry(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "handlers.batch_job", *args], cwd=REPO, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _finish(args: list[str], env: dict[str, str], log: Path, timeout: float = 600) -> int:
+    return _entry(args, env, log).wait(timeout=timeout)
+
+
+def _state(out: Any) -> dict[str, Any]:
+    return json.loads(out.read_text("state.json"))
+
+
+def _at_label_test_with_labels(out: Any) -> bool:
+    try:
+        return _state(out)["step"] == "label_test" and bool(list(out.list("labels/test/")))
+    except ObjectNotFound:  # not started yet
+        return False
+
+
+@pytest.fixture(scope="module")
+def sms_oracle(oracle_server: Callable[..., OracleHandle]) -> OracleHandle:
+    return oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.1, latency_ms=120, seed=4)
+
+
+@pytest.mark.slow
+def test_sigterm_exits_3_and_the_retry_resumes_to_the_end(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
+        s3_bucket: str) -> None:
+    config_uri = _upload_job(s3_client, s3_bucket, "sms spam", tiny_bert_dir, 240, training__max_iters=2)
+    out = open_storage(f"s3://{s3_bucket}/jobs/sms spam/output", s3_client=s3_client)
+    # The job definition passes the URI as an argument; here it comes from the environment instead.
+    env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "job-1",
+                                        "BOOTSTRAPPER_CONFIG_URI": config_uri})
+    log = tmp_path / "attempt.log"
+    sms_oracle.reset_stats()
+
+    first = _entry(["run", "Ref::config_uri"], env, log)
+    assert wait_for(lambda: _at_label_test_with_labels(out), first, poll=0.1), log.read_text()[-3000:]
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == EXIT_RETRY, log.read_text()[-3000:]
+    stopped = _state(out)
+    assert stopped["step"] == "label_test" and stopped["status"] == "running"
+    assert not out.exists("lease.json"), "the lease is released on a clean stop"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any("Batch retries" in x["message"] for x in lines), "JSON log lines say why it exits 3"
+
+    # Batch's retry: same job id, same command.
+    assert _finish(["run", "Ref::config_uri"], env, log) == EXIT_OK, log.read_text()[-3000:]
+    done = _state(out)
+    assert done["step"] == "done" and len(done["iterations"]) == 2
+    predictions = out.read_text("classifiers/final_classifier_output/predictions.jsonl").splitlines()
+    assert len(predictions) == 240 - 40 - 100
+    assert out.exists("report.md") and not out.exists(ARRAY_MARKER_KEY)
+    assert sms_oracle.stats(prompts=False)["repeated_ok_prompts"] <= 4, "at most the calls in flight at SIGTERM"
+
+
+@pytest.fixture
+def target(s3_server: Any) -> BatchTarget:
+    if s3_server.pid is None:
+        pytest.skip("needs moto's server for Batch; the external S3 endpoint in use has no Batch API")
+    return create_batch_target(s3_server.endpoint_url)
+
+
+@pytest.mark.slow
+def test_sharded_prediction_runs_as_an_array_job(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
+        s3_bucket: str, target: BatchTarget) -> None:
+    config_uri = _upload_job(s3_client, s3_bucket, "sharded", tiny_bert_dir, 200, training__max_iters=1,
+                             training__predict_shards=3)
+    out = open_storage(f"s3://{s3_bucket}/jobs/sharded/output", s3_client=s3_client)
+    env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "parent-7",
+                                        "AWS_BATCH_JQ_NAME": target.queue_name,
+                                        "BOOTSTRAPPER_JOB_DEFINITION": target.definition_name})
+    log = tmp_path / "parent.log"
+    assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
+    assert _state(out)["step"] == "done"
+    assert not list(out.list("classifiers/final_classifier_output/")), "the parent predicts nothing itself"
+
+    batch = moto_client("batch", s3_server.endpoint_url)
+    (array,) = [j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]
+    assert array["jobName"] == "bootstrapper-sharded-predict"
+    assert array["arrayProperties"]["size"] == 3
+    assert array["jobDefinition"] == target.definition_arn and array["parameters"]["config_uri"] == config_uri
+    assert array["container"]["command"] == ["predict-shard", config_uri, "--shards", "3"]
+    assert json.loads(out.read_text(ARRAY_MARKER_KEY))["job_id"] == array["jobId"]
+
+    # Batch's children: the same command, each with its own AWS_BATCH_JOB_ARRAY_INDEX.
+    for index in range(3):
+        child_env = {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index), "AWS_BATCH_JOB_ID": f"{array['jobId']}:{index}"}
+        assert _finish(array["container"]["command"], child_env, log) == EXIT_OK, log.read_text()[-3000:]
+    parts = sorted(out.list("classifiers/final_classifier_output/"))
+    assert parts == [f"classifiers/final_classifier_output/predictions-part-{i:05d}-of-00003.jsonl" for i in range(3)]
+    ids = [json.loads(line)["id"] for key in parts for line in out.read_text(key).splitlines()]
+    assert len(ids) == len(set(ids)) == 200 - 40 - 60, "disjoint shards covering every remaining chunk"
+
+    # A repeated run (a duplicate submission, a retry after the submit) submits no second array job.
+    assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
+    assert len([j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]) == 1
