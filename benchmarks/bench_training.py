@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| (c) bare loop over our batches | {bare_rate:.2f} | {tokens:.1f} | {bare_acc:.4f} |",
             "",
             f"Majority-class baseline on the same {len(gold)} gold labels: {baseline:.4f}.",
+            "",
             f"ours/(b) = **{ratio_b:.1f}x** (target >= 10x); ours/(c) = **{ratio_c:.2f}x** (target >= 0.8x)",
         ]
     )

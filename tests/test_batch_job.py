@@ -69,8 +69,8 @@ def test_missing_config_uri_is_a_config_error(arg: str | None) -> None:
 @pytest.mark.parametrize(("yaml_extra", "size"), [
     ("", 0),
     ("training: {predict_shards: 4}\n", 4),
-    ("training: {predict_shards: 4}\nclassification: {classes: [a, b], desc: d, "
-     "predict_on_whole_set_at_the_end: false}\n", 0),
+    (("training: {predict_shards: 4}\nclassification: {classes: [a, b], desc: d, "
+      "predict_on_whole_set_at_the_end: false}\n"), 0),
 ], ids=["one-shard", "four-shards", "no-final-prediction"])
 def test_array_size(yaml_extra: str, size: int) -> None:
     text = yaml_extra if "classification" in yaml_extra else BASE + yaml_extra
@@ -278,3 +278,73 @@ def test_sharded_prediction_runs_as_an_array_job(
     # A repeated run (a duplicate submission, a retry after the submit) submits no second array job.
     assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
     assert len([j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]) == 1
+
+
+# --- the deployment files agree with the code ----------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads serverless.yml: CloudFormation short tags (!Ref, !If, ...) become {"!Tag": value}."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {f"!{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@pytest.fixture(scope="module")
+def serverless() -> dict[str, Any]:
+    return yaml.load((REPO / "serverless.yml").read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
+
+
+def test_job_definition_command_and_image_entry_point_parse(serverless: dict[str, Any]) -> None:
+    from handlers.batch_job import build_parser
+
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    entry = json.loads(dockerfile.split("\nENTRYPOINT ", 1)[1].splitlines()[0])
+    default_cmd = json.loads(dockerfile.split("\nCMD ", 1)[1].splitlines()[0])
+    assert entry == ["python", "-m", "handlers.batch_job"]
+    container = serverless["resources"]["Resources"]["JobDefinition"]["Properties"]["ContainerProperties"]
+    for command in (default_cmd, container["Command"], array_request("s3://b/k.yaml", 2, "q", "d")
+                    ["containerOverrides"]["command"]):
+        build_parser().parse_args(command)  # argparse exits on a command it does not accept
+    assert container["Command"] == ["run", "Ref::config_uri"]
+    env = {e["Name"] for e in container["Environment"]}
+    assert "BOOTSTRAPPER_JOB_DEFINITION" in env
+    assert {s["Name"] for s in container["Secrets"]} == {"BOOTSTRAPPER_API__LARGE_API_KEY",
+                                                         "BOOTSTRAPPER_API__SMALL_API_KEY"}
+
+
+def test_retry_strategy_retries_what_the_entry_point_asks_to_retry(serverless: dict[str, Any]) -> None:
+    rules = serverless["resources"]["Resources"]["JobDefinition"]["Properties"]["RetryStrategy"]["EvaluateOnExit"]
+    assert len(rules) <= 5, "Batch allows at most 5 rules"
+    first_match = {}
+    for rule in rules:
+        first_match.setdefault(rule.get("OnExitCode"), rule["Action"])
+    assert first_match[str(EXIT_RETRY)] == "RETRY"
+    assert any(r.get("OnStatusReason", "").startswith("Host EC2") and r["Action"] == "RETRY" for r in rules)
+    assert rules[-1] == {"OnReason": "*", "Action": "EXIT"}, "config errors (2) and failures (1) are not retried"
+
+
+def test_trigger_function_matches_the_handler(serverless: dict[str, Any]) -> None:
+    from handlers import s3_trigger
+
+    fn = serverless["functions"]["trigger"]
+    module, _, attr = fn["handler"].rpartition(".")
+    assert module.replace("/", ".") == s3_trigger.__name__ and callable(getattr(s3_trigger, attr))
+    assert set(fn["environment"]) == {s3_trigger.QUEUE_ENV, s3_trigger.DEFINITION_ENV}
+    (event,) = fn["events"]
+    assert event["s3"]["rules"] == [{"prefix": s3_trigger.JOBS_PREFIX}, {"suffix": s3_trigger.CONFIG_NAME}]
+    statements = serverless["provider"]["iam"]["role"]["statements"]
+    actions = [([s["Action"]] if isinstance(s["Action"], str) else s["Action"], s["Resource"]) for s in statements]
+    s3_resources = [resource for names, resource in actions if any(a.startswith("s3:") for a in names)]
+    assert s3_resources, "the trigger writes its markers"
+    assert all(r.endswith(f"/{s3_trigger.MARKER_PREFIX}*") for r in s3_resources), "and nothing else in the bucket"
