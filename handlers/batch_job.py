@@ -23,8 +23,8 @@ marker (``batch/predict-array.json`` in the output location) keeps a retried or 
 submitting the array twice. The report is written before the children predict, so it does not count
 their predictions.
 
-Does not: parse arguments of the ``bootstrapper`` CLI, build adapters (``handlers.wiring`` does), or know
-anything about the pipeline beyond ``core.pipeline.run`` and its outcome.
+Does not: redo what the CLI does (a child runs ``bootstrapper predict`` through ``handlers.cli.main``), build
+adapters (``handlers.wiring`` does), or know anything of the pipeline beyond ``core.pipeline.run``'s outcome.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from core.config import Settings
 from core.errors import BootstrapperError, ConfigError, PermanentError, RetryableError
 from handlers import cli, wiring
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
@@ -71,7 +74,7 @@ def config_uri_from(arg: str | None, environ: Mapping[str, str]) -> str:
                                     f"{CONFIG_URI_PARAMETER}, or in ${CONFIG_URI_ENV}")
 
 
-def array_size(settings: Any) -> int:
+def array_size(settings: Settings) -> int:
     """Children of the prediction array job: 0 when the pipeline predicts in-process or not at all."""
     shards = int(settings.training.predict_shards)
     if not settings.classification.predict_on_whole_set_at_the_end or shards <= 1:
@@ -82,7 +85,7 @@ def array_size(settings: Any) -> int:
     return shards
 
 
-def loop_settings(settings: Any, shards: int) -> Any:
+def loop_settings(settings: Settings, shards: int) -> Settings:
     """The settings the in-process pipeline runs with: no in-process prediction when an array job predicts.
 
     ``predict_on_whole_set_at_the_end`` is not fingerprinted, so a resume under either value is allowed.
@@ -131,7 +134,7 @@ def submit_prediction_array(output: Any, batch: Any, request: Mapping[str, Any],
         return None
     try:
         response = batch.submit_job(**request)
-    except Exception as exc:
+    except (BotoCoreError, ClientError) as exc:
         output.delete(ARRAY_MARKER_KEY)  # so that the next run of this job submits it
         raise PermanentError(f"submitting the prediction array job failed: {exc}") from exc
     output.write_text(ARRAY_MARKER_KEY, json.dumps({**claim, "job_id": response["jobId"],
@@ -147,7 +150,7 @@ def make_batch_client(environ: Mapping[str, str]) -> Any:
                                           region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"))
 
 
-def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Any, str, str, Any]:
+def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Settings, str, str, Any]:
     s3 = wiring.make_s3_client_from_env(environ) if config_uri.startswith(wiring.S3) else None
     settings, inp, out = wiring.load_config(config_uri, environ, s3)
     if s3 is None and (inp.startswith(wiring.S3) or out.startswith(wiring.S3)):
@@ -163,7 +166,7 @@ def run_job(config_uri: str, environ: Mapping[str, str],
     settings, inp, out, s3 = _load(config_uri, environ)
     shards = array_size(settings)
     target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
-    stop = cli._install_stop_handler()
+    stop = cli.install_stop_handler()
     ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0])
     job_id = environ.get("AWS_BATCH_JOB_ID", "")
     outcome = run(ctx, job_id=job_id)
@@ -175,8 +178,11 @@ def run_job(config_uri: str, environ: Mapping[str, str],
     # An earlier attempt with predict_shards=1 may already have predicted in-process.
     if target is not None and "predict" not in state.step_seconds:
         queue, definition = target
-        submit_prediction_array(ctx.output, batch_factory(environ),
-                                array_request(config_uri, shards, queue, definition), job_id)
+        try:
+            batch = batch_factory(environ)
+        except BotoCoreError as exc:  # no region, typically
+            raise ConfigError("AWS_DEFAULT_REGION", f"cannot create an AWS Batch client: {exc}") from exc
+        submit_prediction_array(ctx.output, batch, array_request(config_uri, shards, queue, definition), job_id)
     log.info("done: %s; outputs under %s", state.stop_reason, out)
     return EXIT_OK
 

@@ -60,7 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_stop_handler() -> list[bool]:
+def install_stop_handler() -> list[bool]:
     """SIGTERM (Spot reclaim, job cancel, Ctrl-C via SIGINT) -> finish in-flight work, save state, exit."""
     flag = [False]
 
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from core.pipeline import run
 
     settings, inp, out, client = _load(args.config)
-    flag = _install_stop_handler()
+    flag = install_stop_handler()
     ctx = wiring.build_context(settings, inp, out, s3_client=client, should_stop=lambda: flag[0])
     outcome = run(ctx, restart=args.restart, job_id=os.environ.get("AWS_BATCH_JOB_ID", ""))
     state = outcome.state

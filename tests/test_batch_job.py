@@ -8,10 +8,11 @@ moto's Batch (simple mode) to receive the prediction array job.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,17 @@ def test_failed_array_submission_releases_the_marker(tmp_path: Path) -> None:
 # --- exit codes without a pipeline ---------------------------------------------------------------
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``main`` configures the root logger as a process would; put pytest's set-up back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_exit_2_without_a_config(tmp_path: Path) -> None:
     assert main(["run"], {}) == EXIT_CONFIG
     assert main(["run", str(tmp_path / "missing.yaml")], {}) == EXIT_CONFIG
@@ -154,6 +166,7 @@ def test_exit_2_without_a_config(tmp_path: Path) -> None:
     assert main(["run", str(bad)], {}) == EXIT_CONFIG
 
 
+@pytest.mark.usefixtures("root_logging")
 def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(BASE + "training: {predict_shards: 2}\n")
@@ -161,6 +174,7 @@ def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
     assert not (tmp_path / "output" / "state.json").exists(), "refused before anything started"
 
 
+@pytest.mark.usefixtures("root_logging")
 def test_predict_shard_needs_an_index(tmp_path: Path) -> None:
     assert main(["predict-shard", str(tmp_path / "c.yaml"), "--shards", "3"], {}) == EXIT_CONFIG
 
