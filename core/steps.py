@@ -206,20 +206,47 @@ def do_label_test(ctx: RunContext, state: State) -> None:
         raise TrainingError("no test chunk got a usable label from the large model; see llm_calls.jsonl")
 
 
+SELECTION_CANDIDATES = 4000  # chunks scored per iteration for uncertainty/balanced (a seeded sample of the pool)
+
+
 def _selected_ids(ctx: RunContext, state: State, n: int) -> list[str]:
     """The chunks iteration ``n`` adds; chosen once and stored, so a resume labels exactly the same ones."""
     key = selection_key(n)
     if ctx.output.exists(key):
         return json.loads(ctx.output.read_text(key))["ids"]
     splits = load_splits(ctx)
+    strategy = "random"
     if n == 1:
         ids = splits["train"]
     else:
-        used = {i for k in range(2, n) for i in json.loads(ctx.output.read_text(selection_key(k)))["ids"]}
+        k = ctx.settings.training.train_set_increment
+        used = {i for m in range(2, n) for i in json.loads(ctx.output.read_text(selection_key(m)))["ids"]}
         remaining = [i for i in splits["pool"] if i not in used]
-        ids = remaining[:ctx.settings.training.train_set_increment]
-    ctx.output.write_text(key, json.dumps({"iteration": n, "ids": ids, "strategy": "random"}))
+        strategy = ctx.settings.training.selection
+        if strategy == "random" or len(remaining) <= k:
+            ids = remaining[:k]
+        else:
+            ids = _select_with_classifier(ctx, n - 1, remaining[:SELECTION_CANDIDATES], k, strategy)
+    ctx.output.write_text(key, json.dumps({"iteration": n, "ids": ids, "strategy": strategy}))
     return ids
+
+
+def _select_with_classifier(ctx: RunContext, previous: int, candidates: list[str], k: int,
+                            strategy: str) -> list[str]:
+    from core import selection
+    from core.training import load_classifier
+
+    classes = ctx.settings.classification.classes
+    chunks = load_chunks(ctx)
+    texts = [chunks[i].text for i in candidates]
+    clf = load_classifier(classifier_dir(ctx, previous))
+    _, probs = clf.predict_proba(texts, batch_size=ctx.settings.training.predict_batch_size)
+    if strategy == "uncertainty":
+        return selection.select_uncertain(candidates, texts, probs, k)
+    counts: dict[str, int] = {}
+    for row in read_jsonl(ctx.output, f"{CLS}datasets/dataset_{previous}.jsonl"):
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+    return selection.select_balanced(candidates, texts, probs, classes, counts, k)
 
 
 def do_label_train(ctx: RunContext, state: State) -> None:

@@ -199,3 +199,21 @@ def test_sigterm_stops_cleanly_and_resume_repeats_nothing(
     finish = cli(["run", str(cfg)], cli_env(oracle.base_url))
     assert finish.returncode == 0, finish.stderr[-3000:]
     assert oracle.stats(prompts=False)["repeated_ok_prompts"] == 0
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "balanced"])
+def test_selection_strategy_picks_new_pool_chunks(strategy: str, tmp_path: Path, tiny_bert_dir: Path,
+                                                  sms_noisy: OracleHandle) -> None:
+    _write_input(tmp_path / "in", "sms_spam.jsonl", 300)
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path=str(tiny_bert_dir), training__max_iters=2,
+                                                          training__selection=strategy))
+    result = cli(["run", str(cfg)], cli_env(sms_noisy.base_url))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    first = json.loads((out / "iterations/iteration_1.json").read_text())
+    second = json.loads((out / "iterations/iteration_2.json").read_text())
+    splits = json.loads((out / "splits.json").read_text())
+    assert second["strategy"] == strategy and len(second["ids"]) == 40
+    assert set(second["ids"]) <= set(splits["pool"]) and not set(second["ids"]) & set(first["ids"])
+    assert second["ids"] != splits["pool"][:40], "a classifier-driven choice, not the random order"
