@@ -37,10 +37,10 @@ class LabelPrompt:
     def system_message(self) -> str:
         listed = "\n".join(f"- {c}" for c in self.classes)
         if self.format_mode == "none":
-            answer = ("Answer in exactly two lines:\nReason: <one short sentence>\n"
+            answer = ("Answer in exactly two lines:\nReason: <at most 15 words>\n"
                       "Final label: <one class name, exactly as written>")
         else:
-            answer = ('Answer with a JSON object {"reason": "<one short sentence>", '
+            answer = ('Answer with a JSON object {"reason": "<at most 15 words>", '
                       '"label": "<one class name, exactly as written>"} and nothing else.')
         return (
             "You label texts for a text classifier. Follow these rules:\n\n"
