@@ -322,8 +322,8 @@ def test_example_config_loads_with_documented_values() -> None:
     assert (settings.api.large_model, settings.api.small_model) == ("openai/oracle-large", "openai/oracle-small")
     assert settings.api.large_base_url is None and settings.api.small_base_url is None
     t = settings.training
-    assert (t.test_set_size, t.train_set_size, t.train_set_increment, t.max_iters) == (200, 200, 200, 4)
-    assert settings.system.required_accuracy == 0.95
+    assert (t.test_set_size, t.train_set_size, t.train_set_increment, t.max_iters) == (200, 200, 200, 3)
+    assert settings.system.required_accuracy == 0.90
 
 
 def test_example_config_documents_every_field() -> None:
