@@ -128,7 +128,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bootstrapper", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="bootstrapper",
+        description="Turn raw documents plus a description of classes into a fine-tuned text classifier, "
+                    "labeled by LLMs. Exit codes: 0 done or cleanly stopped (re-run to resume), 1 failure, "
+                    "2 bad config.")
     p.add_argument("--json-logs", action="store_true", help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -137,16 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("plan", help="estimate LLM calls, tokens and cost of a full run; spends nothing")
-    s.add_argument("config")
+    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("run", help="run (or resume) the whole job")
-    s.add_argument("config")
+    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
     s.add_argument("--restart", action="store_true", help="discard earlier progress (the LLM response cache is kept)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("predict", help="classify one shard of the remaining chunks with the best classifier")
-    s.add_argument("config")
+    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
     s.add_argument("--shard", default="0/1", help="I/N: this worker's shard (AWS Batch array index / size)")
     s.set_defaults(fn=cmd_predict)
 
