@@ -47,7 +47,8 @@ def load(dataset: str) -> tuple[list[dict], list[dict], list[str]]:
     return rows[:EVAL_SIZE], rows[EVAL_SIZE:], classes
 
 
-def run_curve(dataset: str, strategy: str, noise: float, schedule: list[int], epochs: int) -> list[dict]:
+def run_curve(dataset: str, strategy: str, noise: float, schedule: list[int], epochs: int,
+              threads: int | None = None) -> list[dict]:
     held_out, pool, classes = load(dataset)
     labeled: list[dict] = []
     remaining = list(pool)
@@ -60,7 +61,7 @@ def run_curve(dataset: str, strategy: str, noise: float, schedule: list[int], ep
         else:
             cands = remaining[:CANDIDATES]
             texts = [r["text"] for r in cands]
-            _, probs = load_classifier(model_dir).predict_proba(texts)
+            _, probs = load_classifier(model_dir, threads=threads).predict_proba(texts)
             ids = [str(i) for i in range(len(cands))]
             if strategy == "uncertainty":
                 chosen = selection.select_uncertain(ids, texts, probs, k)
@@ -76,12 +77,13 @@ def run_curve(dataset: str, strategy: str, noise: float, schedule: list[int], ep
             r = dict(r)
             r["llm"] = noisy_label(r["label"], classes, noise, 0, "openai/oracle-small", r["text"])[0]
             labeled.append(r)
-        cfg = TrainConfig(model_path=resolve_base_model(""), classes=classes, epochs=epochs, max_length=64, seed=42)
+        cfg = TrainConfig(model_path=resolve_base_model(""), classes=classes, epochs=epochs, max_length=64, seed=42,
+                          torch_threads=threads)
         model_dir = Path(tempfile.mkdtemp(prefix="labeff-")) / "m"
         started = time.perf_counter()
         train_classifier([r["text"] for r in labeled], [r["llm"] for r in labeled], cfg, model_dir)
         seconds = time.perf_counter() - started
-        predicted = load_classifier(model_dir).predict([r["text"] for r in held_out])
+        predicted = load_classifier(model_dir, threads=threads).predict([r["text"] for r in held_out])
         m = evaluate([r["label"] for r in held_out], predicted, classes)
         label_acc = sum(r["llm"] == r["label"] for r in labeled) / len(labeled)
         curve.append({"labels": len(labeled), "gold_accuracy": round(m.accuracy, 4), "macro_f1": round(m.macro_f1, 4),
@@ -130,14 +132,15 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--schedule", type=int, nargs="+", default=[200, 300, 400, 500, 600, 800])
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 lets two runs share 2 cores)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     args.strategies = ["random"] + [s for s in args.strategies if s != "random"]  # random is the reference
     results: dict[tuple[str, str, float], list[dict]] = {}
     for ds in args.datasets:
-        results[(ds, "random", 0.0)] = run_curve(ds, "random", 0.0, args.schedule, args.epochs)
+        results[(ds, "random", 0.0)] = run_curve(ds, "random", 0.0, args.schedule, args.epochs, args.threads)
         for strategy in args.strategies:
-            results[(ds, strategy, args.noise)] = run_curve(ds, strategy, args.noise, args.schedule, args.epochs)
+            results[(ds, strategy, args.noise)] = run_curve(ds, strategy, args.noise, args.schedule, args.epochs, args.threads)
     lines = [f"Held-out gold set n={EVAL_SIZE} per dataset; bundled MiniLM, {args.epochs} epochs, max_length 64; "
              f"LLM = oracle labeling rule at {args.noise:.0%} noise; schedule {args.schedule}.", "",
              "| dataset | strategy | noise | " + " | ".join(f"{n} labels" for n in args.schedule) + " |",
@@ -157,14 +160,14 @@ def main() -> None:
             final = curve[-1]["gold_accuracy"]
             lines.append(f"| {ds} | {strategy} | {need or '—'} | {saving} | {100 * (final - baseline_final):+.1f} | "
                          f"{100 * (final - (1 - args.noise)):+.1f} |")
-    png = RESULTS.with_name("label_efficiency.png")
+    png = RESULTS.with_name(f"label_efficiency_{'_'.join(args.datasets)}.png")
     plot(results, png)
     lines += ["", f"Plot: `benchmarks/{png.name}`"]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
         append_result("bench_label_efficiency", table)
-        (RESULTS.with_name("label_efficiency.json")).write_text(
+        (RESULTS.with_name(f"label_efficiency_{'_'.join(args.datasets)}.json")).write_text(
             json.dumps({f"{k[0]}|{k[1]}|{k[2]}": v for k, v in results.items()}, indent=1))
 
 
