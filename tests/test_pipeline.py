@@ -113,7 +113,11 @@ def test_run_s3_multiclass_end_to_end(tmp_path: Path, tiny_bert_dir: Path, oracl
     rows = sample_rows(shared_data_dir() / "trec6.jsonl", 260)
     s3_client.put_object(Bucket=s3_bucket, Key="jobs/trec/input/questions.jsonl",
                          Body="".join(json.dumps(r) + "\n" for r in rows).encode())
-    cfg = job_config(classes=TREC, input_="input", output="output", model_path=str(tiny_bert_dir),
+    for path in tiny_bert_dir.rglob("*"):  # the base model too comes from the bucket (training.model_path)
+        if path.is_file():
+            s3_client.put_object(Bucket=s3_bucket, Key=f"models/tiny/{path.relative_to(tiny_bert_dir).as_posix()}",
+                                 Body=path.read_bytes())
+    cfg = job_config(classes=TREC, input_="input", output="output", model_path=f"s3://{s3_bucket}/models/tiny",
                      training__max_iters=2)
     s3_client.put_object(Bucket=s3_bucket, Key="jobs/trec/config.yaml", Body=yaml.safe_dump(cfg).encode())
     env = cli_env(oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url})
