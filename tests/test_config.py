@@ -255,7 +255,7 @@ FINGERPRINT_CASES: list[tuple[str, str, Any, bool]] = [
     ("training", "warmup_ratio", 0.0, True),
     ("training", "weight_decay", 0.0, True),
     ("training", "class_weighted_loss", False, True),
-    ("training", "selection", "uncertainty", True),
+    ("training", "selection", "balanced", True),
     ("training", "predict_batch_size", 8, False),
     ("training", "predict_shards", 4, False),
     ("meta_datagen", "do_meta_datagen", True, True),
