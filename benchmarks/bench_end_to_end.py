@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--latency-ms", type=int, default=200)
     p.add_argument("--max-iters", type=int, default=4)
     p.add_argument("--required-accuracy", type=float, default=0.95)
-    p.add_argument("--selection", default="random")
+    p.add_argument("--selection", default="uncertainty")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
