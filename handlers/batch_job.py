@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser().parse_args(argv)
     environ = os.environ if environ is None else environ
     wiring.configure_logging(json_lines=True)  # Batch sends stdout/stderr to CloudWatch: one JSON object a line
+    wiring.tune_allocator()
     try:
         config_uri = config_uri_from(args.config_uri, environ)
         if args.command == "predict-shard":

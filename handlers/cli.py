@@ -136,23 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-logs", action="store_true", help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("ingest", help="read and chunk the inputs; write chunks.jsonl and ingest_report.json")
-    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
-    s.set_defaults(fn=cmd_ingest)
-
-    s = sub.add_parser("plan", help="estimate LLM calls, tokens and cost of a full run; spends nothing")
-    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
-    s.set_defaults(fn=cmd_plan)
-
-    s = sub.add_parser("run", help="run (or resume) the whole job")
-    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
-    s.add_argument("--restart", action="store_true", help="discard earlier progress (the LLM response cache is kept)")
-    s.set_defaults(fn=cmd_run)
-
-    s = sub.add_parser("predict", help="classify one shard of the remaining chunks with the best classifier")
-    s.add_argument("config", help="config.yaml (local path or s3:// URI)")
-    s.add_argument("--shard", default="0/1", help="I/N: this worker's shard (AWS Batch array index / size)")
-    s.set_defaults(fn=cmd_predict)
+    commands: list[tuple[str, Any, str]] = [
+        ("ingest", cmd_ingest, "read and chunk the inputs; write chunks.jsonl and ingest_report.json"),
+        ("plan", cmd_plan, "estimate LLM calls, tokens and cost of a full run; spends nothing"),
+        ("run", cmd_run, "run (or resume) the whole job"),
+        ("predict", cmd_predict, "classify one shard of the remaining chunks with the best classifier"),
+    ]
+    by_name = {}
+    for name, fn, help_text in commands:
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("config", help="config.yaml (local path or s3:// URI)")
+        s.set_defaults(fn=fn)
+        by_name[name] = s
+    by_name["run"].add_argument("--restart", action="store_true",
+                                help="discard earlier progress (the LLM response cache is kept)")
+    by_name["predict"].add_argument("--shard", default="0/1",
+                                    help="I/N: this worker's shard (AWS Batch array index / size)")
 
     s = sub.add_parser("status", help="where a run stands and what it cost")
     s.add_argument("output", help="the run's output location (folder or s3:// URI)")
@@ -168,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     wiring.configure_logging(json_lines=True if args.json_logs else None)
+    wiring.tune_allocator()
     try:
         return int(args.fn(args))
     except ConfigError as exc:
