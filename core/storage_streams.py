@@ -69,21 +69,18 @@ class GuardedStream(io.BufferedIOBase):
                 self._inner.flush()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            with self._errors():
-                self._inner.close()
-        finally:
-            super().close()
+        self._finish(self._inner.close)
 
     def terminate(self) -> None:
         """Close without publishing: the object is not created (or replaced)."""
+        self._finish(getattr(self._inner, "terminate", self._inner.close))
+
+    def _finish(self, action: Any) -> None:
         if self.closed:
             return
         try:
             with self._errors():
-                getattr(self._inner, "terminate", self._inner.close)()
+                action()
         finally:
             super().close()
 
