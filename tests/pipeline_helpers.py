@@ -35,7 +35,7 @@ def job_config(*, classes: list[str], input_: str, output: str, model_path: str,
                    "flush_interval_s": 0.2, "llm_timeout_s": 10, "torch_threads": 1},
         "training": {"max_iters": 3, "model_path": model_path, "test_set_size": 40, "train_set_size": 60,
                      "train_set_increment": 40, "epochs": 3, "learning_rate": 2e-3, "batch_size": 16,
-                     "max_length": 48},
+                     "max_length": 48, "min_steps": 0},
         "api": {"large_model": "openai/oracle-large", "small_model": "openai/oracle-small"},
         "path": {"input": input_, "output": output},
     }

@@ -23,6 +23,8 @@ from core.training import (
     encode,
     length_grouped_batches,
     load_classifier,
+    parameter_groups,
+    plan_epochs,
     resolve_base_model,
     special_token_frame,
     train_classifier,
@@ -124,6 +126,31 @@ def test_class_weights_are_inverse_frequency_with_mean_one() -> None:
     assert sum(weights[i] for i in ids) / len(ids) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(
+    ("n", "batch_size", "epochs", "min_steps", "expected"),
+    [
+        (200, 16, 3, 100, 8),  # 13 batches an epoch: 8 epochs reach 104 steps
+        (1000, 16, 3, 100, 3),  # 63 batches an epoch: the floor is already met
+        (200, 16, 3, 0, 3),
+        (10, 16, 2, 5, 5),  # one batch an epoch
+        (208, 16, 1, 13, 1),  # exactly met
+    ],
+    ids=["small-set-raised", "large-set-unchanged", "no-floor", "one-batch", "exactly-met"],
+)
+def test_plan_epochs_raises_epochs_only_for_small_sets(
+    n: int, batch_size: int, epochs: int, min_steps: int, expected: int
+) -> None:
+    assert plan_epochs(n, batch_size, epochs, min_steps) == expected
+
+
+@pytest.mark.parametrize(("power", "ratio"), [(1.0, 9.0), (0.5, 3.0), (0.0, 1.0)], ids=["inverse", "sqrt", "off"])
+def test_class_weight_power_tempers_the_rare_class_weight(power: float, ratio: float) -> None:
+    ids = [0] * 9 + [1]
+    weights = class_weights(ids, 2, power)
+    assert weights[1] / weights[0] == pytest.approx(ratio)
+    assert sum(weights[i] for i in ids) / len(ids) == pytest.approx(1.0)
+
+
 def test_resolve_base_model() -> None:
     bundled = resolve_base_model("bundled:all-MiniLM-L6-v2")
     assert (Path(bundled) / "config.json").is_file()
@@ -142,8 +169,14 @@ def test_resolve_base_model() -> None:
         ({"epochs": 0}, "training.epochs"),
         ({"warmup_ratio": 1.5}, "training.warmup_ratio"),
         ({"torch_threads": 0}, "system.torch_threads"),
+        ({"min_steps": -1}, "training.min_steps"),
+        ({"head_learning_rate": 0.0}, "training.head_learning_rate"),
+        ({"label_smoothing": 1.0}, "training.label_smoothing"),
+        ({"label_smoothing": -0.1}, "training.label_smoothing"),
+        ({"class_weight_power": 1.5}, "training.class_weight_power"),
     ],
-    ids=["one-class", "duplicate-classes", "bad-truncation", "zero-epochs", "warmup-above-one", "zero-threads"],
+    ids=["one-class", "duplicate-classes", "bad-truncation", "zero-epochs", "warmup-above-one", "zero-threads",
+         "negative-min-steps", "zero-head-lr", "smoothing-one", "smoothing-negative", "weight-power-above-one"],
 )
 def test_bad_config_names_the_field(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -211,6 +244,44 @@ def test_any_number_of_classes_and_progress_reports(tiny_bert_dir: Path, tmp_pat
     assert probs.shape == (3, 5) and set(predicted) <= set(classes)
 
 
+def test_min_steps_adds_epochs_and_reports_them(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    texts, labels = synthetic_task(20, seed=4)
+    calls: list[tuple[int, int]] = []
+    cfg = tiny_train_config(tiny_bert_dir, epochs=2, batch_size=8, min_steps=10)
+    result = train_classifier(texts, labels, cfg, tmp_path / "m", progress=lambda s, t: calls.append((s, t)))
+    assert (result.epochs, result.steps) == (4, 12)  # 3 batches an epoch; 2 epochs would be only 6 steps
+    assert calls[-1] == (12, 12)
+    assert json.loads((tmp_path / "m" / META_FILE).read_text())["min_steps"] == 10
+
+
+def test_head_learning_rate_applies_to_the_classification_head_only(tiny_bert_dir: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = parameter_groups(model, 0.01, 1e-4, head_lr=1e-2)
+    head = {names[id(p)] for g in groups if g["lr"] == 1e-2 for p in g["params"]}
+    assert head == {"classifier.weight", "classifier.bias"}
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    # decay stays off for biases and norm scales, in the head as elsewhere
+    assert all(p.ndim >= 2 for g in groups if g["weight_decay"] > 0 for p in g["params"])
+    assert {g["lr"] for g in parameter_groups(model, 0.01, 1e-4)} == {1e-4}
+
+
+@pytest.mark.slow
+def test_label_smoothing_keeps_the_model_less_certain(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    texts, labels = synthetic_task(60, seed=5)
+    confidence = {}
+    for smoothing in (0.0, 0.4):
+        out = tmp_path / f"s{smoothing}"
+        train_classifier(texts, labels, tiny_train_config(tiny_bert_dir, epochs=30, label_smoothing=smoothing), out)
+        _, probs = load_classifier(out, threads=1).predict_proba(texts)
+        confidence[smoothing] = float(probs.max(axis=1).mean())
+    # with smoothing 0.4 over 3 classes the loss is lowest at a top probability of 0.73 (0.6 + 0.4 / 3)
+    assert confidence[0.0] > 0.95
+    assert confidence[0.4] == pytest.approx(0.6 + 0.4 / 3, abs=0.05)
+
+
 def test_torch_threads_apply_during_training_only(tiny_bert_dir: Path, tmp_path: Path) -> None:
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -271,6 +342,6 @@ def test_bundled_minilm_learns_sms_spam_from_200_examples(tmp_path: Path) -> Non
     classifier = load_classifier(tmp_path / "sms", threads=1)
     predicted = classifier.predict([r["text"] for r in held_out])
     metrics = evaluate([r["label"] for r in held_out], predicted, ["ham", "spam"])
-    assert result.steps == 4 * 13
+    assert (result.epochs, result.steps) == (8, 8 * 13)  # 200 examples: min_steps lifts 3 epochs to 8
     assert metrics.accuracy >= 0.93, metrics
     assert metrics.per_class["spam"].recall > 0.7, metrics
