@@ -5,6 +5,10 @@
 Dispatch lives in ``STEPS`` alone. A step that fails leaves the state at that step (saved), so the same
 command resumes there; a stop request (SIGTERM) lets the current step finish what it has in flight, saves,
 and returns without advancing. Building adapters and reading settings is the handlers' job.
+
+A final prediction made apart from the run (N shards: ``bootstrapper predict --shard I/N``, or an AWS Batch
+array job) is counted afterwards by ``refresh_report``: it reads every shard's file, records the counts (and
+any missing shard) in the finished run's state, and re-renders the report through the same ``render_report``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core import steps
+from core import prediction_counts, steps
 from core.config import config_fingerprint
 from core.errors import StateError
+from core.prediction_counts import PredictionSummary
+from core.report import PREDICTIONS_COUNTER
 from core.schema import CallRecord
 from core.state import (
     Lease,
@@ -40,27 +46,100 @@ log = logging.getLogger("bootstrapper")
 
 
 def _do_report(ctx: RunContext, state: State) -> None:
-    from core import meta, report
+    from core import meta
 
     recovered = ctx.gateway.recover_unrecorded()
     if recovered:
         log.info("ledger: %d paid calls recovered from the response cache (lost to an earlier kill)", recovered)
-    records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
     s = ctx.settings
     if s.meta_datagen.do_meta_datagen:
         examples = meta.build_meta_examples(s.meta_datagen.meta_datagen_keys, s.meta_datagen.meta_datagen_extras,
                                             _rules_result(ctx), _label_calls(ctx),
                                             classes=s.classification.classes, desc=s.classification.desc)
         meta.write_meta_dataset(ctx.output, examples)
+    if s.classification.predict_on_whole_set_at_the_end and state.best_iteration is not None:
+        record_predictions(state, count_predictions(ctx, 1))  # predicted in-process, in one file
+    # The report is the last step: describe the run as it will stand once this step is saved.
+    render_report(ctx, dataclasses.replace(state, step=Step.DONE, status="done"))
+
+
+def render_report(ctx: RunContext, state: State) -> list[str]:
+    """report.md, metrics.json and the plots for ``state``, through ``core.report.write_report``."""
+    from core import report
+
+    records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
     ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
     label_summary = {k: v for k, v in state.counters.items() if "label" in k}
     label_summary["failed_examples"] = _failed_examples(ctx)
-    summary = s.redacted_dict()
+    summary = ctx.settings.redacted_dict()
     summary["path"] = {"input": ctx.input.root_uri, "output": ctx.output.root_uri}  # resolved, not as written
-    # The report is the last step: describe the run as it will stand once this step is saved.
-    final = dataclasses.replace(state, step=Step.DONE, status="done")
-    report.write_report(ctx.output, final, settings_summary=summary, ledger_records=records,
-                        ingest_report=ingest, label_summary=label_summary)
+    return report.write_report(ctx.output, state, settings_summary=summary, ledger_records=records,
+                               ingest_report=ingest, label_summary=label_summary)
+
+
+# ---- the final prediction's count, when it ran apart from the run (shards, array jobs) -------------------
+
+
+def count_predictions(ctx: RunContext, shards: int) -> PredictionSummary:
+    """Read the N-shard prediction files and check each against the chunks its shard has to predict."""
+    ids = (c.id for c in steps.remaining_chunks(ctx))
+    return prediction_counts.gather(ctx.output, shards, prediction_counts.expected_per_shard(ids, shards))
+
+
+def record_predictions(state: State, summary: PredictionSummary) -> None:
+    state.counters["predicted_chunks"] = summary.predicted
+    state.counters[PREDICTIONS_COUNTER] = summary.to_dict()
+    for problem in summary.problems():
+        log.warning("final prediction incomplete: %s", problem)
+
+
+def _finished_run(ctx: RunContext, job_id: str) -> tuple[State, Lease]:
+    """The finished run's state, with the lease held: a report never races a running ``run``."""
+    lease = Lease.new(ctx.settings.system.lease_ttl_s, os.getpid(), job_id)
+    acquire_lease(ctx.output, lease, _pid_alive)
+    try:
+        state = status_state(ctx.output)
+        check_resumable(state, config_fingerprint(ctx.settings))
+        if state.step is not Step.DONE or state.best_iteration is None:
+            raise StateError(f"the run at {ctx.output.root_uri} has not finished with a classifier (step "
+                             f"{state.step.value}): finish it with `bootstrapper run` first")
+    except BaseException:
+        release_lease(ctx.output, lease)
+        raise
+    return state, lease
+
+
+def refresh_report(ctx: RunContext, shards: int, *, job_id: str = "") -> tuple[State, PredictionSummary]:
+    """Count an N-shard final prediction into the finished run's state, save it, and re-render the report.
+
+    A missing, empty or short shard is recorded and logged by name, never raised: the report says which.
+    """
+    state, lease = _finished_run(ctx, job_id)
+    try:
+        summary = count_predictions(ctx, shards)
+        record_predictions(state, summary)
+        save_state(ctx.output, state)
+        render_report(ctx, state)
+        return state, summary
+    finally:
+        release_lease(ctx.output, lease)
+
+
+def note_predictions_pending(ctx: RunContext, shards: int, jobs: dict[str, str], *, job_id: str = "") -> bool:
+    """Say in the state and the report that an N-shard prediction is on its way (``jobs``: what runs it).
+
+    Leaves a count already made alone; False when it did so.
+    """
+    state, lease = _finished_run(ctx, job_id)
+    try:
+        if state.counters.get(PREDICTIONS_COUNTER, {}).get("status") in ("complete", "incomplete"):
+            return False
+        state.counters[PREDICTIONS_COUNTER] = {"status": "pending", "shards": shards, "jobs": dict(jobs)}
+        save_state(ctx.output, state)
+        render_report(ctx, state)
+        return True
+    finally:
+        release_lease(ctx.output, lease)
 
 
 def _rules_result(ctx: RunContext):  # type: ignore[no-untyped-def]

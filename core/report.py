@@ -11,6 +11,9 @@ The dict inputs, and the keys read from them (any may be missing):
   system.required_accuracy, api.large_model / api.small_model and path.output.
 - ``ingest_report``: top-level numbers are counts (``{"files": 12, "chunks": 900, ...}``), and ``"skipped"``
   is a list of ``SkippedInput.to_dict()`` (``line`` is set for a bad .jsonl line, None for a whole file).
+- ``state.counters["predictions"]``: the final prediction's count (``core.prediction_counts``
+  ``PredictionSummary.to_dict()``: totals per predicted label and per shard, missing shards named), or
+  ``{"status": "pending", "shards": N, "jobs": {...}}`` while an array job predicts; absent when nothing counted.
 - ``label_summary``: top-level numbers are label counts (``{"test_labels_ok": 195, "test_labels_failed": 5}``)
   and ``"failed_examples"`` is a list of failed ``Label.to_dict()``. Counts whose key ends in ``_failed`` are
   failures; failures of training labels are taken from the iteration records, not from this dict.
@@ -38,6 +41,8 @@ REPORT_KEY = "report.md"
 METRICS_KEY = "metrics.json"
 LEARNING_CURVE_KEY = "plots/learning_curve.png"
 CONFUSION_KEY = "plots/confusion_matrix.png"
+# state.counters key of the final prediction's count (``PredictionSummary.to_dict()``, or a pending note)
+PREDICTIONS_COUNTER = "predictions"
 
 
 def classifier_dir(n: int) -> str:
@@ -125,6 +130,7 @@ def metrics_document(state: State, *, settings_summary: Mapping[str, Any], total
         "ingestion": dict(ingest_report),
         "labels": dict(label_summary),
         "label_failures": label_failures(state, label_summary),
+        "predictions": state.counters.get(PREDICTIONS_COUNTER),
         "step_seconds": dict(state.step_seconds),
     }
 
@@ -270,6 +276,43 @@ def _labels_section(state: State, label_summary: Mapping[str, Any]) -> list[str]
     return [*out, ""]
 
 
+def _predictions_section(state: State) -> list[str]:
+    p = state.counters.get(PREDICTIONS_COUNTER)
+    out = ["## Final prediction", ""]
+    if not p:
+        return [*out, "No final prediction is counted in this run: `classification.predict_on_whole_set_at_the_end` "
+                "is off, or the prediction runs as shards (`bootstrapper predict CONFIG --shard I/N`); "
+                "`bootstrapper report CONFIG` counts them here once they have finished.", ""]
+    if p.get("status") == "pending":
+        jobs = p.get("jobs") or {}
+        return [*out, f"Pending: {p['shards']} shards predict in AWS Batch array job `{jobs.get('array', '?')}`; "
+                f"job `{jobs.get('report', '?')}` re-renders this report with their counts once every shard "
+                "has succeeded. Batch runs a dependent job only when all its dependencies succeed: if a shard "
+                "fails for good, that job fails without running. Then re-run the shard and count again with "
+                f"`python -m handlers.batch_job report CONFIG_URI --shards {p['shards']}` (or "
+                "`bootstrapper report CONFIG`); the count names any shard still missing.", ""]
+    expected = p.get("expected")
+    shards = p.get("shards", 1)
+    where = f" (in {shards} shards)" if shards > 1 else ""
+    out.append(f"{p['predicted']} of the {expected} chunks the loop left unlabeled were predicted{where}."
+               if expected is not None else f"{p['predicted']} chunks were predicted{where}.")
+    if p.get("status") != "complete":
+        out += ["", f"**Incomplete:** {len(p.get('problems') or [])} shard(s) did not deliver; the counts below "
+                "cover only the shards found. Re-run each one named here "
+                "(`bootstrapper predict CONFIG --shard I/N`), then `bootstrapper report CONFIG`:", ""]
+        out += [f"- {_cell(problem)}" for problem in p.get("problems") or []]
+    by_label = p.get("by_label") or {}
+    total = max(p["predicted"], 1)
+    if by_label:
+        out += ["", *_table(["predicted label", "chunks", "share"],
+                            [[label, n, _pct(n / total)] for label, n in by_label.items()])]
+    if shards > 1:
+        out += ["", *_table(["shard", "file", "predicted", "expected", "status"],
+                            [[s["index"], f"`{s['key']}`", s["predicted"], "?" if s["expected"] is None
+                              else s["expected"], s["status"]] for s in p.get("per_shard") or []])]
+    return [*out, ""]
+
+
 def _timings_section(state: State) -> list[str]:
     if not state.step_seconds:
         return []
@@ -289,6 +332,7 @@ def render_report_md(state: State, *, settings_summary: Mapping[str, Any], total
         *_spend_section(totals),
         *_ingestion_section(ingest_report),
         *_labels_section(state, label_summary),
+        *_predictions_section(state),
         *_timings_section(state),
     ]
     plot_keys = list(plot_keys)

@@ -5,11 +5,14 @@ The container's ENTRYPOINT is ``python -m handlers.batch_job``; the job definiti
     run [CONFIG_URI]                        the whole job; the job definition passes ``run Ref::config_uri``
     predict-shard [CONFIG_URI] --shards N   one child of the prediction array job: shard
                                             $AWS_BATCH_JOB_ARRAY_INDEX of N (or ``--index I`` by hand)
+    report [CONFIG_URI] --shards N          count the N shards' predictions into the state and re-render
+                                            report.md and metrics.json (missing shards are named, not fatal)
 
 ``CONFIG_URI`` falls back to ``$BOOTSTRAPPER_CONFIG_URI``. Exit codes, which the job definition's retry
 strategy acts on:
 
-    0  done (or, for ``run`` with ``predict_shards > 1``, the loop done and the prediction array job submitted)
+    0  done (or, for ``run`` with ``predict_shards > 1``, the loop done and the prediction array job and
+       its ``report`` job submitted; for ``report``, also when shards are missing: the report names them)
     1  a failure that retrying cannot fix (see the log); Batch does not retry
     2  bad config or usage; Batch does not retry
     3  interrupted (SIGTERM: Spot reclaim, scale-in) or a transient failure (LLM provider or S3 still
@@ -18,10 +21,13 @@ strategy acts on:
 
 With ``training.predict_shards`` N > 1 (and ``classification.predict_on_whole_set_at_the_end``), ``run``
 ends the pipeline without predicting in-process, then submits an array job of size N whose child I runs
-``predict-shard`` for shard I/N, writing ``predictions-part-0000I-of-0000N.jsonl``. A create-if-absent
-marker (``batch/predict-array.json`` in the output location) keeps a retried or repeated ``run`` from
-submitting the array twice. The report is written before the children predict, so it does not count
-their predictions.
+``predict-shard`` for shard I/N, writing ``predictions-part-0000I-of-0000N.jsonl``, and a ``report`` job
+that depends on the array job (``dependsOn: [{jobId: <array job>}]``). Batch starts a job that depends on
+an array job once every child has succeeded; if a child fails for good, Batch fails the ``report`` job
+without running it, and the report keeps saying the prediction is pending until someone re-runs the shard
+and the ``report`` command. Create-if-absent markers (``batch/predict-array.json``, ``batch/report-job.json``
+in the output location) keep a retried or repeated ``run`` from submitting either job twice; a retry that
+finds the array job submitted but not the ``report`` job submits the latter.
 
 Does not: redo what the CLI does (a child runs ``bootstrapper predict`` through ``handlers.cli.main``), build
 adapters (``handlers.wiring`` does), or know anything of the pipeline beyond ``core.pipeline.run``'s outcome.
@@ -43,7 +49,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
-from core.errors import BootstrapperError, ConfigError, PermanentError, RetryableError
+from core.errors import BootstrapperError, ConfigError, ObjectNotFound, PermanentError, RetryableError
 from handlers import cli, wiring
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
 
@@ -52,6 +58,7 @@ CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
 ARRAY_MARKER_KEY = "batch/predict-array.json"
+REPORT_MARKER_KEY = "batch/report-job.json"
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on arrayProperties.size
 
 log = logging.getLogger("bootstrapper")
@@ -113,6 +120,11 @@ def predict_job_name(config_uri: str) -> str:
     return batch_job_name(folder)[:120] + "-predict"
 
 
+def report_job_name(config_uri: str) -> str:
+    """``s3://b/jobs/spam/config.yaml`` -> ``bootstrapper-spam-report``."""
+    return predict_job_name(config_uri).removesuffix("-predict") + "-report"
+
+
 def array_request(config_uri: str, shards: int, queue: str, definition: str) -> dict[str, Any]:
     """The SubmitJob request of the prediction array job; the children read their index from Batch."""
     return {"jobName": predict_job_name(config_uri), "jobQueue": queue, "jobDefinition": definition,
@@ -120,27 +132,87 @@ def array_request(config_uri: str, shards: int, queue: str, definition: str) -> 
             "containerOverrides": {"command": ["predict-shard", config_uri, "--shards", str(shards)]}}
 
 
+def report_request(config_uri: str, shards: int, queue: str, definition: str, array_job_id: str) -> dict[str, Any]:
+    """The SubmitJob request of the job that counts the shards' predictions once the array job has succeeded."""
+    return {"jobName": report_job_name(config_uri), "jobQueue": queue, "jobDefinition": definition,
+            "dependsOn": [{"jobId": array_job_id}], "parameters": {CONFIG_URI_PARAMETER: config_uri},
+            "containerOverrides": {"command": ["report", config_uri, "--shards", str(shards)]}}
+
+
 # --- effects -------------------------------------------------------------------------------------
 
 
-def submit_prediction_array(output: Any, batch: Any, request: Mapping[str, Any], parent_job_id: str) -> str | None:
-    """Submit the array job once per output location; its job id, or None when an earlier run submitted it."""
-    claim = {"parent_job_id": parent_job_id, "size": request["arrayProperties"]["size"],
-             "claimed_at": round(time.time(), 3)}
-    if not output.create_if_absent(ARRAY_MARKER_KEY, json.dumps(claim).encode()):
-        earlier = output.read_text(ARRAY_MARKER_KEY)
-        log.info("prediction array job already submitted (%s); to predict again, delete %s or submit it by hand",
-                 earlier, output.uri(ARRAY_MARKER_KEY))
+def _submit_once(output: Any, batch: Any, marker: str, request: Mapping[str, Any], claim: dict[str, Any],
+                 what: str) -> str | None:
+    """Submit ``request`` once per output location, claimed by a create-if-absent ``marker``.
+
+    The job id, or None when an earlier run claimed the marker.
+    """
+    claim = {**claim, "claimed_at": round(time.time(), 3)}
+    if not output.create_if_absent(marker, json.dumps(claim).encode()):
+        earlier = output.read_text(marker)
+        log.info("%s already submitted (%s); to submit it again, delete %s or submit it by hand",
+                 what, earlier, output.uri(marker))
         return None
     try:
         response = batch.submit_job(**request)
     except (BotoCoreError, ClientError) as exc:
-        output.delete(ARRAY_MARKER_KEY)  # so that the next run of this job submits it
-        raise PermanentError(f"submitting the prediction array job failed: {exc}") from exc
-    output.write_text(ARRAY_MARKER_KEY, json.dumps({**claim, "job_id": response["jobId"],
-                                                    "job_name": request["jobName"]}))
-    log.info("prediction array job %s submitted: %d children", response["jobId"], request["arrayProperties"]["size"])
+        output.delete(marker)  # so that the next run of this job submits it
+        raise PermanentError(f"submitting the {what} failed: {exc}") from exc
+    output.write_text(marker, json.dumps({**claim, "job_id": response["jobId"], "job_name": request["jobName"]}))
     return str(response["jobId"])
+
+
+def submit_prediction_array(output: Any, batch: Any, request: Mapping[str, Any], parent_job_id: str) -> str | None:
+    """Submit the array job once per output location; its job id, or None when an earlier run submitted it."""
+    size = request["arrayProperties"]["size"]
+    job_id = _submit_once(output, batch, ARRAY_MARKER_KEY, request,
+                          {"parent_job_id": parent_job_id, "size": size}, "prediction array job")
+    if job_id is not None:
+        log.info("prediction array job %s submitted: %d children", job_id, size)
+    return job_id
+
+
+def submit_report_job(output: Any, batch: Any, request: Mapping[str, Any], parent_job_id: str) -> str | None:
+    """Submit the ``report`` job once per output location; its job id, or None when an earlier run did."""
+    depends_on = [d["jobId"] for d in request["dependsOn"]]
+    job_id = _submit_once(output, batch, REPORT_MARKER_KEY, request,
+                          {"parent_job_id": parent_job_id, "depends_on": depends_on}, "report job")
+    if job_id is not None:
+        log.info("report job %s submitted: it counts the predictions once %s has succeeded", job_id,
+                 ", ".join(depends_on))
+    return job_id
+
+
+def recorded_job_id(output: Any, marker: str) -> str | None:
+    """The job id an earlier run recorded in ``marker``; None when it claimed the marker but never recorded one."""
+    try:
+        return json.loads(output.read_text(marker)).get("job_id") or None
+    except (ObjectNotFound, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def submit_prediction_jobs(output: Any, batch: Any, config_uri: str, shards: int, target: tuple[str, str],
+                           parent_job_id: str) -> dict[str, str]:
+    """The array job, then the ``report`` job depending on it; the ids of the jobs submitted by this call."""
+    queue, definition = target
+    submitted: dict[str, str] = {}
+    array_id = submit_prediction_array(output, batch, array_request(config_uri, shards, queue, definition),
+                                       parent_job_id)
+    if array_id is not None:
+        submitted["array"] = array_id
+    else:
+        array_id = recorded_job_id(output, ARRAY_MARKER_KEY)
+    if array_id is None:
+        log.warning("%s names no array job id (an earlier run stopped while submitting it): no report job is "
+                    "submitted; once the shards have predicted, run `python -m handlers.batch_job report %s "
+                    "--shards %d`", output.uri(ARRAY_MARKER_KEY), config_uri, shards)
+        return submitted
+    report_id = submit_report_job(output, batch, report_request(config_uri, shards, queue, definition, array_id),
+                                  parent_job_id)
+    if report_id is not None:
+        submitted["report"] = report_id
+    return submitted
 
 
 def make_batch_client(environ: Mapping[str, str]) -> Any:
@@ -160,14 +232,15 @@ def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Settings, str, s
 
 def run_job(config_uri: str, environ: Mapping[str, str],
             batch_factory: Callable[[Mapping[str, str]], Any] = make_batch_client) -> int:
-    """``run``: the pipeline to the end (or to a stop request), then the prediction array job if sharded."""
-    from core.pipeline import run
+    """``run``: the pipeline to the end (or to a stop request), then, if sharded, the array and report jobs."""
+    from core.pipeline import note_predictions_pending, run
 
     settings, inp, out, s3 = _load(config_uri, environ)
     shards = array_size(settings)
     target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
     stop = cli.install_stop_handler()
-    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0])
+    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0],
+                               new_s3_client=lambda: wiring.make_s3_client_from_env(environ))
     job_id = environ.get("AWS_BATCH_JOB_ID", "")
     outcome = run(ctx, job_id=job_id)
     state = outcome.state
@@ -177,13 +250,34 @@ def run_job(config_uri: str, environ: Mapping[str, str],
         return EXIT_RETRY
     # An earlier attempt with predict_shards=1 may already have predicted in-process.
     if target is not None and "predict" not in state.step_seconds:
-        queue, definition = target
         try:
             batch = batch_factory(environ)
         except BotoCoreError as exc:  # no region, typically
             raise ConfigError("AWS_DEFAULT_REGION", f"cannot create an AWS Batch client: {exc}") from exc
-        submit_prediction_array(ctx.output, batch, array_request(config_uri, shards, queue, definition), job_id)
+        submitted = submit_prediction_jobs(ctx.output, batch, config_uri, shards, target, job_id)
+        if submitted:
+            jobs = {"array": recorded_job_id(ctx.output, ARRAY_MARKER_KEY) or "?",
+                    "report": recorded_job_id(ctx.output, REPORT_MARKER_KEY) or "?"}
+            try:
+                note_predictions_pending(ctx, shards, jobs, job_id=job_id)
+            except BootstrapperError as exc:  # the jobs are submitted: only the report's wording is at stake
+                log.warning("could not note the pending prediction in the report: %s", exc)
     log.info("done: %s; outputs under %s", state.stop_reason, out)
+    return EXIT_OK
+
+
+def report_job(config_uri: str, shards: int, environ: Mapping[str, str]) -> int:
+    """``report``: count the shards' predictions into the finished run's state and re-render the report."""
+    from core.pipeline import refresh_report
+
+    settings, inp, out, s3 = _load(config_uri, environ)
+    ctx = wiring.build_context(settings, inp, out, s3_client=s3)
+    # Counting has no safe point to stop at and is quick to redo: leave at once and let Batch retry.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
+    _state, summary = refresh_report(ctx, shards, job_id=environ.get("AWS_BATCH_JOB_ID", ""))
+    log.info("final prediction: %d chunks predicted in %d shards (%s)%s; report re-rendered under %s",
+             summary.predicted, shards, ", ".join(f"{k} {v}" for k, v in summary.by_label.items()) or "none",
+             "" if summary.complete else f"; INCOMPLETE, {len(summary.problems())} shard(s) missing or short", out)
     return EXIT_OK
 
 
@@ -210,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config_uri", nargs="?")
     s.add_argument("--shards", type=int, required=True, help="the array size N")
     s.add_argument("--index", type=int, default=None, help=f"shard index I (default: ${ARRAY_INDEX_ENV})")
+    s = sub.add_parser("report", help="count the shards' predictions and re-render report.md (after the array job)")
+    s.add_argument("config_uri", nargs="?")
+    s.add_argument("--shards", type=int, required=True, help="the array size N")
     return p
 
 
@@ -222,6 +319,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         config_uri = config_uri_from(args.config_uri, environ)
         if args.command == "predict-shard":
             return predict_shard(config_uri, args.shards, args.index, environ)
+        if args.command == "report":
+            return report_job(config_uri, args.shards, environ)
         return run_job(config_uri, environ)
     except ConfigError as exc:
         log.error("config error: %s", exc)

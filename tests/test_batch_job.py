@@ -2,7 +2,8 @@
 
 End-to-end runs use moto's S3 server (config and inputs uploaded under ``jobs/<name>/`` as a user would),
 the oracle LLM server and the tiny random-init BERT as ``training.model_path``; the sharded run also uses
-moto's Batch (simple mode) to receive the prediction array job.
+moto's Batch (simple mode) to receive the prediction array job and the report job that depends on it;
+the test then plays Batch, running the children and the report job's command as processes.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from core.storage import LocalStorage, open_storage
 from handlers.batch_job import (
     ARRAY_MARKER_KEY,
     EXIT_CONFIG,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_RETRY,
+    REPORT_MARKER_KEY,
     array_request,
     array_size,
     array_target,
@@ -35,11 +38,15 @@ from handlers.batch_job import (
     loop_settings,
     main,
     predict_job_name,
+    report_request,
     submit_prediction_array,
+    submit_prediction_jobs,
+    submit_report_job,
 )
 from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_client
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 from tests.pipeline_helpers import REPO, cli_env, job_config, sample_rows, wait_for
+from tests.prediction_helpers import finished_run
 
 SMS = ["ham", "spam"]
 BASE = "classification: {classes: [ham, spam], desc: Spam or not.}\n"
@@ -144,6 +151,55 @@ def test_failed_array_submission_releases_the_marker(tmp_path: Path) -> None:
     assert not output.exists(ARRAY_MARKER_KEY)
 
 
+def test_report_request_depends_on_the_array_job() -> None:
+    uri = "s3://bucket/jobs/spam/config.yaml"
+    assert report_request(uri, 4, "q", "d", "array-1") == {
+        "jobName": "bootstrapper-spam-report", "jobQueue": "q", "jobDefinition": "d",
+        "dependsOn": [{"jobId": "array-1"}], "parameters": {"config_uri": uri},
+        "containerOverrides": {"command": ["report", uri, "--shards", "4"]},
+    }
+
+
+def test_array_and_report_jobs_are_each_submitted_once(tmp_path: Path) -> None:
+    output = LocalStorage(tmp_path / "out")
+    batch = moto_client("batch", "http://127.0.0.1:9")
+    uri = "s3://b/jobs/spam/config.yaml"
+    array = array_request(uri, 3, "q", "d")
+    report = report_request(uri, 3, "q", "d", "array-1")
+    with Stubber(batch) as stub:
+        stub.add_response("submit_job", {"jobName": array["jobName"], "jobId": "array-1"}, array)
+        stub.add_response("submit_job", {"jobName": report["jobName"], "jobId": "report-1"}, report)
+        assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1") == {"array": "array-1",
+                                                                                          "report": "report-1"}
+        assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1") == {}  # a repeated run
+        stub.assert_no_pending_responses()
+    marker = json.loads(output.read_text(REPORT_MARKER_KEY))
+    assert marker["job_id"] == "report-1" and marker["depends_on"] == ["array-1"]
+
+
+def test_a_retry_after_the_array_submits_only_the_report_job(tmp_path: Path) -> None:
+    """The first attempt died between the two submissions: the retry must not submit a second array job."""
+    output = LocalStorage(tmp_path / "out")
+    output.write_text(ARRAY_MARKER_KEY, json.dumps({"parent_job_id": "parent-1", "size": 3, "job_id": "array-7"}))
+    batch = moto_client("batch", "http://127.0.0.1:9")
+    uri = "s3://b/jobs/spam/config.yaml"
+    report = report_request(uri, 3, "q", "d", "array-7")
+    with Stubber(batch) as stub:
+        stub.add_response("submit_job", {"jobName": report["jobName"], "jobId": "report-2"}, report)
+        assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1") == {"report": "report-2"}
+        stub.assert_no_pending_responses()
+
+
+def test_failed_report_submission_releases_its_marker(tmp_path: Path) -> None:
+    output = LocalStorage(tmp_path / "out")
+    batch = moto_client("batch", "http://127.0.0.1:9")
+    with Stubber(batch) as stub:
+        stub.add_client_error("submit_job", service_error_code="ClientException", http_status_code=400)
+        with pytest.raises(PermanentError, match="report job"):
+            submit_report_job(output, batch, report_request("s3://b/k.yaml", 2, "q", "d", "a-1"), "parent-1")
+    assert not output.exists(REPORT_MARKER_KEY)
+
+
 # --- exit codes without a pipeline ---------------------------------------------------------------
 
 
@@ -177,6 +233,54 @@ def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("root_logging")
 def test_predict_shard_needs_an_index(tmp_path: Path) -> None:
     assert main(["predict-shard", str(tmp_path / "c.yaml"), "--shards", "3"], {}) == EXIT_CONFIG
+
+
+# --- the report job: counting the shards' predictions ---------------------------------------------
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_report_counts_every_shard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = finished_run(tmp_path, {})
+    written = sum(run.write_shard(i, 3) for i in range(3))
+    assert written == len(run.remaining) == 30
+    assert main(["report", str(run.config), "--shards", "3"], {}) == EXIT_OK
+    state = json.loads(run.output.read_text("state.json"))
+    assert state["schema_version"] == 1 and state["step"] == "done"
+    counted = state["counters"]["predictions"]
+    assert state["counters"]["predicted_chunks"] == 30
+    assert counted["status"] == "complete" and counted["by_label"] == run.expected_by_label()
+    assert [s["predicted"] for s in counted["per_shard"]] == [len(run.shard_rows(i, 3)) for i in range(3)]
+    md = run.output.read_text("report.md")
+    assert "30 of the 30 chunks the loop left unlabeled were predicted (in 3 shards)." in md
+    assert f"| ham | {run.expected_by_label()['ham']} |" in md
+    assert json.loads(run.output.read_text("metrics.json"))["predictions"] == counted
+    assert not run.output.exists("lease.json"), "the lease is released"
+    assert "INCOMPLETE" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_report_names_a_missing_shard_and_still_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = finished_run(tmp_path, {})
+    kept = run.write_shard(0, 3) + run.write_shard(2, 3)
+    assert main(["report", str(run.config), "--shards", "3"], {}) == EXIT_OK
+    counted = json.loads(run.output.read_text("state.json"))["counters"]["predictions"]
+    assert counted["status"] == "incomplete" and counted["missing_shards"] == [1]
+    assert counted["predicted"] == kept and counted["expected"] == 30
+    missing = "classifiers/final_classifier_output/predictions-part-00001-of-00003.jsonl"
+    assert f"- shard 1/3 ({missing}): no prediction file" in run.output.read_text("report.md")
+    log = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any(x["level"] == "WARNING" and f"shard 1/3 ({missing})" in x["message"] for x in log)
+    assert any("INCOMPLETE, 1 shard(s)" in x["message"] for x in log)
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_report_before_the_run_finished_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = finished_run(tmp_path, {})
+    state = json.loads(run.output.read_text("state.json"))
+    run.output.write_text("state.json", json.dumps({**state, "step": "train", "status": "running"}))
+    assert main(["report", str(run.config), "--shards", "3"], {}) == EXIT_FAILED
+    assert "has not finished with a classifier (step train)" in capsys.readouterr().err
+    assert not run.output.exists("report.md") and not run.output.exists("lease.json")
 
 
 # --- end to end, as a process against moto S3 and the oracle -------------------------------------
@@ -247,6 +351,14 @@ def test_sigterm_exits_3_and_the_retry_resumes_to_the_end(
     predictions = out.read_text("classifiers/final_classifier_output/predictions.jsonl").splitlines()
     assert len(predictions) == 240 - 40 - 100
     assert out.exists("report.md") and not out.exists(ARRAY_MARKER_KEY)
+    # Predicted in-process: the report counts them per label, as the sharded path's report job does.
+    by_label: dict[str, int] = {}
+    for line in predictions:
+        by_label[json.loads(line)["label"]] = by_label.get(json.loads(line)["label"], 0) + 1
+    counted = done["counters"]["predictions"]
+    assert counted["status"] == "complete" and counted["shards"] == 1 and counted["by_label"] == by_label
+    assert json.loads(out.read_text("metrics.json"))["predictions"] == counted
+    assert "100 of the 100 chunks the loop left unlabeled were predicted." in out.read_text("report.md")
     assert sms_oracle.stats(prompts=False)["repeated_ok_prompts"] <= 4, "at most the calls in flight at SIGTERM"
 
 
@@ -273,25 +385,61 @@ def test_sharded_prediction_runs_as_an_array_job(
     assert not list(out.list("classifiers/final_classifier_output/")), "the parent predicts nothing itself"
 
     batch = moto_client("batch", s3_server.endpoint_url)
-    (array,) = [j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]
+    jobs = {j["jobName"]: j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]}
+    assert set(jobs) == {"bootstrapper-sharded-predict", "bootstrapper-sharded-report"}
+    array, report = jobs["bootstrapper-sharded-predict"], jobs["bootstrapper-sharded-report"]
     assert array["jobName"] == "bootstrapper-sharded-predict"
     assert array["arrayProperties"]["size"] == 3
     assert array["jobDefinition"] == target.definition_arn and array["parameters"]["config_uri"] == config_uri
     assert array["container"]["command"] == ["predict-shard", config_uri, "--shards", "3"]
     assert json.loads(out.read_text(ARRAY_MARKER_KEY))["job_id"] == array["jobId"]
+    # The report job: waits for the whole array job, then counts the shards.
+    assert report["jobName"] == "bootstrapper-sharded-report"
+    assert report["dependsOn"] == [{"jobId": array["jobId"]}]
+    assert report["container"]["command"] == ["report", config_uri, "--shards", "3"]
+    assert report["jobDefinition"] == target.definition_arn and report["jobQueue"] == target.queue_arn
+    assert json.loads(out.read_text(REPORT_MARKER_KEY))["job_id"] == report["jobId"]
+    pending = _state(out)["counters"]["predictions"]
+    assert pending == {"status": "pending", "shards": 3, "jobs": {"array": array["jobId"], "report": report["jobId"]}}
+    assert f"array job `{array['jobId']}`" in out.read_text("report.md")
 
-    # Batch's children: the same command, each with its own AWS_BATCH_JOB_ARRAY_INDEX.
-    for index in range(3):
+    # Batch's children: the same command, each with its own AWS_BATCH_JOB_ARRAY_INDEX. Child 1 comes last.
+    def child(index: int) -> int:
         child_env = {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index), "AWS_BATCH_JOB_ID": f"{array['jobId']}:{index}"}
-        assert _finish(array["container"]["command"], child_env, log) == EXIT_OK, log.read_text()[-3000:]
+        return _finish(array["container"]["command"], child_env, log)
+
+    report_env = {**env, "AWS_BATCH_JOB_ID": report["jobId"]}
+    for index in (0, 2):
+        assert child(index) == EXIT_OK, log.read_text()[-3000:]
+    # A report run before child 1 delivered (by hand, after a failed child): counted, and child 1 named.
+    assert _finish(report["container"]["command"], report_env, log) == EXIT_OK, log.read_text()[-3000:]
+    partial = _state(out)["counters"]["predictions"]
+    assert partial["status"] == "incomplete" and partial["missing_shards"] == [1]
+    assert "- shard 1/3 (classifiers/final_classifier_output/predictions-part-00001-of-00003.jsonl): no prediction " \
+           "file" in out.read_text("report.md")
+
+    assert child(1) == EXIT_OK, log.read_text()[-3000:]
     parts = sorted(out.list("classifiers/final_classifier_output/"))
     assert parts == [f"classifiers/final_classifier_output/predictions-part-{i:05d}-of-00003.jsonl" for i in range(3)]
-    ids = [json.loads(line)["id"] for key in parts for line in out.read_text(key).splitlines()]
-    assert len(ids) == len(set(ids)) == 200 - 40 - 60, "disjoint shards covering every remaining chunk"
+    rows = [json.loads(line) for key in parts for line in out.read_text(key).splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows) == 200 - 40 - 60, "disjoint shards covering every chunk"
 
-    # A repeated run (a duplicate submission, a retry after the submit) submits no second array job.
+    assert _finish(report["container"]["command"], report_env, log) == EXIT_OK, log.read_text()[-3000:]
+    done = _state(out)
+    by_label: dict[str, int] = {}
+    for r in rows:
+        by_label[r["label"]] = by_label.get(r["label"], 0) + 1
+    assert done["step"] == "done" and done["counters"]["predicted_chunks"] == 100
+    assert done["counters"]["predictions"]["status"] == "complete"
+    assert done["counters"]["predictions"]["by_label"] == by_label
+    assert "100 of the 100 chunks the loop left unlabeled were predicted (in 3 shards)." in out.read_text("report.md")
+    assert json.loads(out.read_text("metrics.json"))["predictions"]["by_label"] == by_label
+
+    # A repeated run (a duplicate submission, a retry after the submit) submits neither job again, and
+    # leaves the count alone.
     assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
-    assert len([j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]) == 1
+    assert len([j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]) == 2
+    assert _state(out)["counters"]["predictions"]["status"] == "complete"
 
 
 # --- the deployment files agree with the code ----------------------------------------------------
@@ -328,7 +476,8 @@ def test_job_definition_command_and_image_entry_point_parse(serverless: dict[str
     assert entry == ["python", "-m", "handlers.batch_job"]
     container = serverless["resources"]["Resources"]["JobDefinition"]["Properties"]["ContainerProperties"]
     for command in (default_cmd, container["Command"], array_request("s3://b/k.yaml", 2, "q", "d")
-                    ["containerOverrides"]["command"]):
+                    ["containerOverrides"]["command"],
+                    report_request("s3://b/k.yaml", 2, "q", "d", "a-1")["containerOverrides"]["command"]):
         build_parser().parse_args(command)  # argparse exits on a command it does not accept
     assert container["Command"] == ["run", "Ref::config_uri"]
     env = {e["Name"] for e in container["Environment"]}

@@ -112,3 +112,34 @@ def test_planted_api_key_never_written_anywhere(tmp_path: Path, tiny_bert_dir: P
     bad = cli(["run", str(cfg2)], cli_env(oracle.base_url, {"BOOTSTRAPPER_API__LARGE_API_KEY": "sk-bad"}))
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert "LARGE_API_KEY" in bad.stderr and "sk-bad" not in bad.stderr
+
+
+@pytest.mark.slow  # two CLI processes (~8 s each here)
+def test_report_counts_shards_predicted_by_hand(tmp_path: Path) -> None:
+    """``bootstrapper predict --shard I/N`` run by hand, then ``bootstrapper report``: N read from the files."""
+    from tests.prediction_helpers import finished_run
+
+    env = cli_env("http://127.0.0.1:9")
+    run = finished_run(tmp_path, env)
+    run.write_shard(0, 3)
+    run.write_shard(2, 3)
+    missing = "classifiers/final_classifier_output/predictions-part-00001-of-00003.jsonl"
+
+    first = cli(["report", str(run.config)], env)
+    assert first.returncode == 0, first.stderr
+    assert f"warning: shard 1/3 ({missing}): no prediction file" in first.stderr
+    assert "bootstrapper predict" in first.stderr and "--shard I/3" in first.stderr
+    assert f"- shard 1/3 ({missing})" in (tmp_path / "out" / "report.md").read_text()
+
+    run.write_shard(1, 3)
+    second = cli(["report", str(run.config)], env)
+    assert second.returncode == 0, second.stderr
+    expected = run.expected_by_label()
+    assert f"30 chunks predicted in 3 shard(s): ham {expected['ham']}, spam {expected['spam']}" in second.stdout
+    assert "warning" not in second.stderr
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert state["counters"]["predictions"]["status"] == "complete"
+    assert state["counters"]["predictions"]["by_label"] == expected
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "30 of the 30 chunks the loop left unlabeled were predicted (in 3 shards)." in md
+

@@ -339,3 +339,58 @@ def test_label_failures_without_iterations() -> None:
     state = State(config_fingerprint="fp")
     assert label_failures(state, {"test_labels_ok": 3, "test_labels_failed": 2}) == {
         "by_count": {"test_labels_failed": 2}, "training_by_iteration": {}, "total": 2}
+
+
+# --- the final prediction's count ----------------------------------------------------------------
+
+
+def _predictions(complete: bool) -> dict[str, Any]:
+    from core.prediction_counts import ShardFile, summarize
+
+    files = {0: ShardFile(True, {"ham": 30, "spam": 10}), 1: ShardFile(True, {"ham": 25, "spam": 5})}
+    if complete:
+        files[2] = ShardFile(True, {"ham": 20, "spam": 10})
+    return summarize(files, 3, {0: 40, 1: 30, 2: 30}).to_dict()
+
+
+def _with_predictions(doc: dict[str, Any] | None) -> State:
+    state = make_state()
+    if doc is not None:
+        state.counters["predictions"] = doc
+    return state
+
+
+def test_report_counts_the_final_prediction_per_label_and_shard(tmp_path: Path) -> None:
+    storage, _ = run_report(tmp_path, _with_predictions(_predictions(complete=True)))
+    md = storage.read_text(REPORT_KEY)
+    section = md.split("## Final prediction", 1)[1].split("\n## ", 1)[0]
+    assert "100 of the 100 chunks the loop left unlabeled were predicted (in 3 shards)." in section
+    assert "| ham | 75 | 75.0% |" in section and "| spam | 25 | 25.0% |" in section
+    assert "Incomplete" not in section
+    assert "| 2 | `classifiers/final_classifier_output/predictions-part-00002-of-00003.jsonl` | 30 | 30 | ok |" \
+        in section
+    doc = json.loads(storage.read_text(METRICS_KEY))["predictions"]
+    assert doc["status"] == "complete" and doc["by_label"] == {"ham": 75, "spam": 25}
+
+
+def test_report_names_a_missing_shard(tmp_path: Path) -> None:
+    storage, _ = run_report(tmp_path, _with_predictions(_predictions(complete=False)))
+    section = storage.read_text(REPORT_KEY).split("## Final prediction", 1)[1].split("\n## ", 1)[0]
+    assert "70 of the 100 chunks the loop left unlabeled were predicted (in 3 shards)." in section
+    assert "**Incomplete:** 1 shard(s) did not deliver" in section
+    assert "- shard 2/3 (classifiers/final_classifier_output/predictions-part-00002-of-00003.jsonl): no " \
+           "prediction file" in section
+    assert "| 2 | `classifiers/final_classifier_output/predictions-part-00002-of-00003.jsonl` | 0 | 30 | missing |" \
+        in section
+    assert json.loads(storage.read_text(METRICS_KEY))["predictions"]["missing_shards"] == [2]
+
+
+@pytest.mark.parametrize(("doc", "expected"), [
+    (None, "No final prediction is counted in this run"),
+    ({"status": "pending", "shards": 4, "jobs": {"array": "arr-1", "report": "rep-1"}},
+     "Pending: 4 shards predict in AWS Batch array job `arr-1`; job `rep-1` re-renders"),
+], ids=["absent", "pending"])
+def test_report_without_a_count(tmp_path: Path, doc: dict[str, Any] | None, expected: str) -> None:
+    storage, _ = run_report(tmp_path, _with_predictions(doc))
+    assert expected in storage.read_text(REPORT_KEY).split("## Final prediction", 1)[1]
+    assert json.loads(storage.read_text(METRICS_KEY))["predictions"] == doc
