@@ -2,7 +2,8 @@
 
 Our path: ``core.labeling.label_many`` -> ``LLMGateway`` (cache lookup, ledger) -> ``LiteLLMClient`` (litellm,
 retries, concurrency limit) -> HTTP -> the local oracle server (a stand-in LLM answering from human labels)
-with a fixed latency, storing every reply in the response cache and every label in a shard log.
+with a fixed latency, storing every reply in the response cache and every label in a shard log; once in one
+process, once spread over forked worker processes by ``core.workers`` (the job's default, 2), fork included.
 Ideal: ceil(N / concurrency) * latency. Baseline measured in the same run: N requests from ``concurrency``
 bare aiohttp clients against the same server (the floor the server and network impose).
 
@@ -35,7 +36,12 @@ from core.llm import Endpoint, LiteLLMClient, LLMOptions  # noqa: E402
 from core.schema import Chunk  # noqa: E402
 from core.shards import ShardWriter  # noqa: E402
 from core.storage import LocalStorage  # noqa: E402
+from core.workers import LabelWorker, label_in_processes  # noqa: E402
 from oracle.process import start_oracle  # noqa: E402
+
+
+PROMPT = LabelPrompt(["ham", "spam"], "Spam is unsolicited commercial messaging; everything else is ham.",
+                     "json_schema")
 
 
 def load_chunks(n: int) -> list[Chunk]:
@@ -47,8 +53,7 @@ def ours(base_url: str, chunks: list[Chunk], concurrency: int, model: str) -> tu
     storage = LocalStorage(Path(tempfile.mkdtemp(prefix="fanout-")))
     ledger = Ledger(storage, "ledger/")
     gateway = LLMGateway(LiteLLMClient(LLMOptions(concurrency_limit=concurrency)), ResponseCache(storage), ledger)
-    prompt = LabelPrompt(["ham", "spam"], "Spam is unsolicited commercial messaging; everything else is ham.",
-                         "json_schema")
+    prompt = PROMPT
     endpoint = Endpoint(model, base_url, "sk-bench")
     sink = ShardWriter(storage, "labels/")
     started = time.perf_counter()
@@ -57,6 +62,23 @@ def ours(base_url: str, chunks: list[Chunk], concurrency: int, model: str) -> tu
     elapsed = time.perf_counter() - started
     ledger.close()
     return elapsed, sum(lab.ok for lab in labels)
+
+
+def ours_processes(base_url: str, chunks: list[Chunk], concurrency: int, model: str, processes: int,
+                   ) -> tuple[float, int]:
+    """The path the job takes by default: ``core.workers`` forks ``processes`` children (fork time included)."""
+    root = Path(tempfile.mkdtemp(prefix="fanout-mp-"))
+
+    def make(share: int) -> LabelWorker:
+        storage = LocalStorage(root)
+        ledger = Ledger(storage, "ledger/")
+        gateway = LLMGateway(LiteLLMClient(LLMOptions(concurrency_limit=share)), ResponseCache(storage), ledger)
+        return LabelWorker(chat=gateway, storage=storage, close=ledger.close)
+
+    started = time.perf_counter()
+    labels = label_in_processes(make, Endpoint(model, base_url, "sk-bench"), PROMPT, chunks, stage="bench",
+                                prefix="labels/", processes=processes, workers=concurrency)
+    return time.perf_counter() - started, sum(lab.ok for lab in labels)
 
 
 def bare(base_url: str, chunks: list[Chunk], concurrency: int) -> float:
@@ -86,6 +108,7 @@ def main() -> None:
     p.add_argument("--latency-ms", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--processes", type=int, default=2, help="worker processes for the multi-process rows")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     load_line = None
@@ -99,8 +122,15 @@ def main() -> None:
         rows.append(("bare aiohttp clients (baseline)", statistics.median(bare_times), len(chunks)))
         for model, note in (("openai/gpt-4o-mini", "a model in litellm's cost map"),
                             ("openai/oracle-small", "a model litellm cannot price")):
-            runs = [ours(handle.base_url, chunks, args.concurrency, model) for _ in range(args.repeats)]
-            rows.append((f"ours, `{model}` ({note})", statistics.median(t for t, _ in runs), runs[0][1]))
+            # Interleaved so that load changes on a shared machine hit every variant alike.
+            single, multi = [], []
+            for _ in range(args.repeats):
+                single.append(ours(handle.base_url, chunks, args.concurrency, model))
+                multi.append(ours_processes(handle.base_url, chunks, args.concurrency, model, args.processes))
+            rows.append((f"ours, one process, `{model}` ({note})", statistics.median(t for t, _ in single),
+                         single[0][1]))
+            rows.append((f"ours, {args.processes} worker processes (the default), `{model}`",
+                         statistics.median(t for t, _ in multi), multi[0][1]))
     finally:
         handle.stop()
     lines = [f"{args.n} labels, {args.latency_ms} ms latency per call, concurrency {args.concurrency}; "

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from core import documents, labeling, rules
+from core import documents, labeling, rules, workers
 from core.config import Settings
 from core.errors import NoUsableChunks, TrainingError
 from core.gateway import LLMGateway
@@ -30,6 +30,7 @@ from core.shards import ShardWriter
 from core.splits import split_ids, test_size_for
 from core.state import IterationRecord, State
 from core.storage import Storage, download_dir, upload_dir
+from core.workers import WorkerFactory
 
 log = logging.getLogger("bootstrapper")
 
@@ -66,6 +67,8 @@ class RunContext:
     should_stop: Callable[[], bool] = lambda: False
     shard: tuple[int, int] = (0, 1)
     s3_client: Any = None  # for an s3:// training.model_path
+    # Builds a labeling gateway inside a worker process (see core.workers); None keeps labeling in-process.
+    worker_factory: WorkerFactory | None = None
 
 
 # ---- small pure helpers -------------------------------------------------------------------------------
@@ -175,11 +178,22 @@ def _label(ctx: RunContext, ids: list[str], prefix: str, endpoint: Endpoint, sta
     if todo:
         s = ctx.settings
         tick = ctx.progress(f"labeling {stage} ({endpoint.model})", len(todo))
-        sink = ShardWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
-        results = asyncio.run(labeling.label_many(
-            ctx.gateway, endpoint, label_prompt(ctx, endpoint), todo, stage=stage, sink=sink,
-            workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,
-            max_tokens=s.api.max_tokens, temperature=s.api.temperature, logprobs=True))
+        opts: dict[str, Any] = {"max_tokens": s.api.max_tokens, "temperature": s.api.temperature, "logprobs": True}
+        processes = workers.plan_processes(len(todo), s.system.label_processes, s.system.concurrency_limit)
+        if processes > 1 and ctx.worker_factory is not None:
+            # The parent's buffered ledger lines go out first, so the shards stay in the order calls happened.
+            ctx.ledger.flush()
+            results = workers.label_in_processes(
+                ctx.worker_factory, endpoint, label_prompt(ctx, endpoint), todo, stage=stage, prefix=prefix,
+                processes=processes, workers=s.system.concurrency_limit,
+                flush_interval_s=s.system.flush_interval_s, on_done=lambda _l: tick(1),
+                should_stop=ctx.should_stop, **opts)
+        else:
+            sink = ShardWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
+            results = asyncio.run(labeling.label_many(
+                ctx.gateway, endpoint, label_prompt(ctx, endpoint), todo, stage=stage, sink=sink,
+                workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,
+                **opts))
         done.update({lab.chunk_id: lab for lab in results})
     return {i: done[i] for i in ids if i in done}
 
@@ -293,7 +307,9 @@ def train_config(ctx: RunContext) -> Any:
     return TrainConfig(model_path=resolve_base_model(base), classes=s.classification.classes, epochs=t.epochs,
                        learning_rate=t.learning_rate, batch_size=t.batch_size, max_length=t.max_length,
                        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                       class_weighted_loss=t.class_weighted_loss, truncation_type=t.truncation_type,
+                       class_weighted_loss=t.class_weighted_loss, class_weight_power=t.class_weight_power,
+                       truncation_type=t.truncation_type, min_steps=t.min_steps,
+                       head_learning_rate=t.head_learning_rate, label_smoothing=t.label_smoothing,
                        seed=s.system.seed, torch_threads=s.system.torch_threads)
 
 
@@ -368,6 +384,22 @@ def prediction_key(index: int, count: int) -> str:
     return f"{CLS}final_classifier_output/{name}"
 
 
+def _checked_precision(ctx: RunContext, clf: Any, evaluated: IterationRecord) -> tuple[Any, dict[str, Any]]:
+    """``clf`` at ``training.predict_precision`` if that costs at most 0.5 points on the LLM-labeled test set."""
+    from core.predict import choose_precision
+
+    test = {i: lab.label or "" for i, lab in labeling.load_labels(ctx.output, TEST_LABELS).items() if lab.ok}
+    texts = {d["id"]: d["text"] for d in read_jsonl(ctx.output, CHUNKS_KEY) if d["id"] in test}  # only test chunks
+    ids = [i for i in load_splits(ctx)["test"] if i in test and i in texts]
+    # do_evaluate scored float32 on these same texts; its figure spares a second pass when the count agrees
+    known = (evaluated.metrics or {}).get("accuracy") if (evaluated.metrics or {}).get("n") == len(ids) else None
+    chosen, check = choose_precision(clf, ctx.settings.training.predict_precision, [texts[i] for i in ids],
+                                     [test[i] for i in ids], batch_size=ctx.settings.training.predict_batch_size,
+                                     fp32_accuracy=known)
+    log.info("predicting at %s (requested %s): %s", check.used, check.requested, check.reason)
+    return chosen, check.to_dict()
+
+
 def do_predict(ctx: RunContext, state: State) -> None:
     from core.predict import predict_stream, select_shard
     from core.training import load_classifier
@@ -375,7 +407,9 @@ def do_predict(ctx: RunContext, state: State) -> None:
     if state.best_iteration is None:
         raise TrainingError("no evaluated classifier to predict with")
     index, count = ctx.shard
-    clf = load_classifier(classifier_dir(ctx, state.best_iteration))
+    clf = load_classifier(classifier_dir(ctx, state.best_iteration), threads=ctx.settings.system.torch_threads)
+    best = next(it for it in state.iterations if it.n == state.best_iteration)
+    clf, state.counters["predict_precision"] = _checked_precision(ctx, clf, best)
     todo = select_shard(remaining_chunks(ctx), index, count)
     total = sum(1 for _ in select_shard(remaining_chunks(ctx), index, count))
     tick = ctx.progress(f"predicting with classifier_{state.best_iteration}", total)

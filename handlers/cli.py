@@ -80,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, inp, out, client = _load(args.config)
     flag = install_stop_handler()
-    ctx = wiring.build_context(settings, inp, out, s3_client=client, should_stop=lambda: flag[0])
+    ctx = wiring.build_context(settings, inp, out, s3_client=client, should_stop=lambda: flag[0],
+                               new_s3_client=lambda: wiring.make_s3_client_from_env(os.environ))
     outcome = run(ctx, restart=args.restart, job_id=os.environ.get("AWS_BATCH_JOB_ID", ""))
     state = outcome.state
     if outcome.stopped_early:
@@ -105,7 +106,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ctx = wiring.build_context(settings, inp, out, s3_client=client, shard=(index, count))
     state = status_state(ctx.output)
     do_predict(ctx, state)
-    print(f"shard {index}/{count}: {state.counters.get('predicted_chunks', 0)} chunks predicted")
+    precision = state.counters.get("predict_precision", {})
+    print(f"shard {index}/{count}: {state.counters.get('predicted_chunks', 0)} chunks predicted"
+          f" at {precision.get('used', 'fp32')} ({precision.get('reason', '')})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.pipeline import refresh_report
+    from core.prediction_counts import detect_shards
+
+    settings, inp, out, client = _load(args.config)
+    ctx = wiring.build_context(settings, inp, out, s3_client=client)
+    shards = args.shards or detect_shards(ctx.output, default=settings.training.predict_shards)
+    _state, summary = refresh_report(ctx, shards)
+    labels = ", ".join(f"{label} {n}" for label, n in summary.by_label.items()) or "none"
+    print(f"{summary.predicted} chunks predicted in {shards} shard(s): {labels}")
+    for problem in summary.problems():
+        print(f"warning: {problem}", file=sys.stderr)
+    if not summary.complete:
+        print(f"incomplete: re-run the shards named above (bootstrapper predict {args.config} --shard I/{shards}), "
+              "then this command again", file=sys.stderr)
+    print(f"report: {out}/report.md")
     return 0
 
 
@@ -141,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("plan", cmd_plan, "estimate LLM calls, tokens and cost of a full run; spends nothing"),
         ("run", cmd_run, "run (or resume) the whole job"),
         ("predict", cmd_predict, "classify one shard of the remaining chunks with the best classifier"),
+        ("report", cmd_report, "count the final prediction (every shard's file) and re-render report.md"),
     ]
     by_name = {}
     for name, fn, help_text in commands:
@@ -152,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="discard earlier progress (the LLM response cache is kept)")
     by_name["predict"].add_argument("--shard", default="0/1",
                                     help="I/N: this worker's shard (AWS Batch array index / size)")
+    by_name["report"].add_argument("--shards", type=int, default=None,
+                                   help="N: how many shards predicted (default: read from the prediction files' "
+                                        "names, else training.predict_shards)")
 
     s = sub.add_parser("status", help="where a run stands and what it cost")
     s.add_argument("output", help="the run's output location (folder or s3:// URI)")

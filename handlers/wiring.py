@@ -169,9 +169,38 @@ def endpoints(settings: Settings) -> tuple[Any, Any]:
             one(api.small_model, api.small_base_url, api.small_api_key))
 
 
+def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[[], Any] | None) -> Any:
+    """Builds, inside a labeling worker process, the same gateway ``build_context`` builds, from scratch.
+
+    A forked child must not use the parent's S3 client (its pooled sockets are shared across the fork), so
+    an s3:// output needs ``new_s3_client``; without one, None (labeling stays in the job's process).
+    """
+    if output_uri.startswith(S3) and new_s3_client is None:
+        return None
+
+    def make(concurrency: int) -> Any:
+        from core.cache import ResponseCache
+        from core.gateway import LLMGateway
+        from core.ledger import Ledger
+        from core.llm import LiteLLMClient, LLMOptions
+        from core.storage import open_storage
+        from core.workers import LabelWorker
+
+        sysc = settings.system
+        client = new_s3_client() if output_uri.startswith(S3) and new_s3_client is not None else None
+        out = open_storage(output_uri, s3_client=client)
+        llm = LiteLLMClient(LLMOptions(concurrency_limit=concurrency, timeout_s=sysc.llm_timeout_s,
+                                       max_retries=sysc.llm_max_retries))
+        ledger = Ledger(out, "ledger/", flush_interval_s=sysc.flush_interval_s)
+        return LabelWorker(chat=LLMGateway(llm, ResponseCache(out, "cache/"), ledger), storage=out,
+                           close=ledger.close)
+
+    return make
+
+
 def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_client: Any = None,
                   should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
-                  progress: bool | None = None) -> Any:
+                  progress: bool | None = None, new_s3_client: Callable[[], Any] | None = None) -> Any:
     from core.cache import ResponseCache
     from core.gateway import LLMGateway
     from core.ledger import Ledger
@@ -192,4 +221,5 @@ def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_cli
     modes = {e.model: llm.supports_response_format(e) for e in (large, small)}
     return RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
                       small=small, format_modes=modes, progress=progress_factory(progress),
-                      should_stop=should_stop, shard=shard, s3_client=s3_client)
+                      should_stop=should_stop, shard=shard, s3_client=s3_client,
+                      worker_factory=worker_factory(settings, output_uri, new_s3_client))

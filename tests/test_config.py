@@ -56,6 +56,10 @@ INVALID: list[Any] = [
                  "got 1.5"], id="accuracy-above-one"),
     pytest.param(with_("system", required_accuracy=-0.2), "system.required_accuracy", ["got -0.2"],
                  id="accuracy-negative"),
+    pytest.param(with_("system", label_processes=0), "system.label_processes", ["greater than or equal to 1",
+                 "got 0"], id="no-label-processes"),
+    pytest.param(with_("system", label_processes=64), "system.label_processes", ["less than or equal to 32"],
+                 id="too-many-label-processes"),
     pytest.param(with_("training", truncation_type="tail"), "training.truncation_type", ["'head'", "'head-tail'",
                  "got 'tail'"], id="unknown-truncation"),
     pytest.param(with_("training", selection="smart"), "training.selection", ["got 'smart'"], id="unknown-selection"),
@@ -68,6 +72,14 @@ INVALID: list[Any] = [
     pytest.param(with_("training", learning_rate=0), "training.learning_rate", ["greater than 0"],
                  id="zero-learning-rate"),
     pytest.param(with_("training", warmup_ratio=1.0), "training.warmup_ratio", ["less than 1"], id="warmup-ratio-1"),
+    pytest.param(with_("training", min_steps=-1), "training.min_steps", ["greater than or equal to 0", "got -1"],
+                 id="negative-min-steps"),
+    pytest.param(with_("training", head_learning_rate=0), "training.head_learning_rate", ["greater than 0"],
+                 id="zero-head-learning-rate"),
+    pytest.param(with_("training", label_smoothing=1.0), "training.label_smoothing", ["less than 1", "got 1.0"],
+                 id="label-smoothing-1"),
+    pytest.param(with_("training", class_weight_power=2), "training.class_weight_power",
+                 ["less than or equal to 1", "got 2"], id="class-weight-power-2"),
     pytest.param(yaml.safe_dump(BASE) + "system: {llm_timeout_s: .inf}\n", "system.llm_timeout_s", ["finite"], id="infinite-timeout"),
     pytest.param(with_("training", model_path=""), "training.model_path", ["at least 1 character"],
                  id="empty-model-path"),
@@ -226,6 +238,19 @@ def test_settings_are_immutable() -> None:
         settings.training.max_iters = 9  # type: ignore[misc]
 
 
+def test_training_defaults_match_the_trainer_defaults() -> None:
+    # The settings mirror core.training.TrainConfig; a default changed in one place only would make a run
+    # differ from the benchmarks (which build TrainConfig directly) without anyone noticing.
+    from dataclasses import fields
+
+    from core.training import TrainConfig
+
+    settings = load_settings(yaml.safe_dump(BASE)).training
+    shared = [f for f in fields(TrainConfig) if f.name in type(settings).model_fields and f.name != "model_path"]
+    assert {f.name for f in shared} >= {"epochs", "learning_rate", "min_steps", "head_learning_rate"}
+    assert {f.name: getattr(settings, f.name) for f in shared} == {f.name: f.default for f in shared}
+
+
 # --- fingerprint -----------------------------------------------------------------------------------------
 
 # (section, field, a non-default value, whether changing it changes finished work)
@@ -236,6 +261,7 @@ FINGERPRINT_CASES: list[tuple[str, str, Any, bool]] = [
     ("system", "required_accuracy", 0.5, False),
     ("system", "chunk_size", 999, True),
     ("system", "concurrency_limit", 3, False),
+    ("system", "label_processes", 1, False),
     ("system", "llm_timeout_s", 5.0, False),
     ("system", "llm_max_retries", 0, False),
     ("system", "seed", 7, True),
@@ -255,9 +281,14 @@ FINGERPRINT_CASES: list[tuple[str, str, Any, bool]] = [
     ("training", "warmup_ratio", 0.0, True),
     ("training", "weight_decay", 0.0, True),
     ("training", "class_weighted_loss", False, True),
+    ("training", "min_steps", 0, True),
+    ("training", "class_weight_power", 0.25, True),
+    ("training", "head_learning_rate", 1e-3, True),
+    ("training", "label_smoothing", 0.1, True),
     ("training", "selection", "balanced", True),
     ("training", "predict_batch_size", 8, False),
     ("training", "predict_shards", 4, False),
+    ("training", "predict_precision", "fp32", False),
     ("meta_datagen", "do_meta_datagen", True, True),
     ("meta_datagen", "meta_datagen_keys", ["label_details"], True),
     ("meta_datagen", "meta_datagen_extras", ["x"], True),
