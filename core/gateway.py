@@ -124,11 +124,13 @@ class LLMGateway:
                                            outcome="retryable_error", error=scrub(error, endpoint.api_key),
                                            chunk_id=chunk_id))
 
-    def recover_unrecorded(self) -> int:
+    def recover_unrecorded(self, since: float | None = None) -> int:
         """Add a ledger line for every paid reply in the cache that no ledger line shows.
 
         A SIGKILL can lose the ledger's unflushed buffer while the replies it paid for are already cached;
-        this makes the ledger whole again. Returns how many lines were recovered.
+        this makes the ledger whole again. Returns how many lines were recovered. ``since`` (the run's start)
+        leaves out replies cached before it: a ``--restart`` keeps the cache but starts a new ledger, and
+        what an earlier run paid is not this run's spend.
         """
         self._ledger.flush()
         recorded = {r.cache_key for r in self._ledger.load_all() if r.outcome == "ok"}
@@ -140,6 +142,8 @@ class LLMGateway:
             if entry is None:
                 continue
             reply, meta = entry
+            if since is not None and float(meta.get("ts", since)) < since:
+                continue
             self._ledger.record(CallRecord(
                 ts=float(meta.get("ts", self._clock())), stage=str(meta.get("stage", "unknown")),
                 model=reply.model, cache_key=key, outcome="ok", tokens_in=reply.tokens_in,

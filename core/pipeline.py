@@ -48,7 +48,7 @@ log = logging.getLogger("bootstrapper")
 def _do_report(ctx: RunContext, state: State) -> None:
     from core import meta
 
-    recovered = ctx.gateway.recover_unrecorded()
+    recovered = ctx.gateway.recover_unrecorded(since=state.created_at)
     if recovered:
         log.info("ledger: %d paid calls recovered from the response cache (lost to an earlier kill)", recovered)
     s = ctx.settings

@@ -20,6 +20,25 @@ DATA = REPO / "examples" / "sms" / "sms_spam.jsonl"
 NOISE = 0.10
 
 
+def _earlier_run_is_stale() -> bool:
+    """True when the demo's output folder holds a run whose config fingerprint no longer matches.
+
+    A real job refuses such a resume (it would mix work done under different settings); the demo has nothing
+    to protect, so it starts over instead of failing for someone who re-runs it after an update.
+    """
+    from core.config import config_fingerprint
+    from core.state import load_state
+    from core.storage import open_storage
+    from handlers.wiring import load_config
+
+    try:
+        settings, _, output = load_config(str(CONFIG), os.environ, None)
+        state = load_state(open_storage(output))
+    except Exception:  # noqa: BLE001 - anything unreadable is the real run's to report
+        return False
+    return state is not None and state.config_fingerprint != config_fingerprint(settings)
+
+
 def run_demo(restart: bool = False) -> int:
     from handlers.cli import main
 
@@ -32,6 +51,10 @@ def run_demo(restart: bool = False) -> int:
     oracle = start_oracle(DATA, Path(tempfile.mkdtemp(prefix="oracle-")), noise=NOISE, latency_ms=100)
     os.environ["BOOTSTRAPPER_API__LARGE_BASE_URL"] = oracle.base_url
     os.environ["BOOTSTRAPPER_API__SMALL_BASE_URL"] = oracle.base_url
+    if not restart and _earlier_run_is_stale():
+        print("An earlier demo run in the output folder was made with other settings (an older version of the\n"
+              "example or the tool): starting the demo over.\n", flush=True)
+        restart = True
     try:
         code = main(["run", str(CONFIG)] + (["--restart"] if restart else []))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,3 +131,19 @@ def test_recover_ledger_lines_lost_to_a_kill(tmp_path: Path, oracle_server: Call
     assert len({r.cache_key for r in paid}) == len(paid) == 30
     assert all(r.stage == "train_labels" and r.chunk_id for r in paid)
     assert gateway.recover_unrecorded() == 0
+
+
+def test_recovery_leaves_out_replies_cached_before_the_run(tmp_path: Path,
+                                                           oracle_server: Callable[..., OracleHandle]) -> None:
+    # What --restart leaves behind: the cache of an earlier run, and a new, empty ledger.
+    oracle = oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.0, latency_ms=0)
+    chunks, _ = _chunks("sms_spam.jsonl", 12)
+    storage = LocalStorage(tmp_path)
+    _label(storage, oracle, chunks, SMS)
+    restarted_at = time.time()
+    for key in list(storage.list("ledger/")):
+        storage.delete(key)
+    ledger = Ledger(storage, "ledger/")
+    gateway = LLMGateway(LiteLLMClient(LLMOptions()), ResponseCache(storage, "cache/"), ledger)
+    assert gateway.recover_unrecorded(since=restarted_at) == 0
+    assert gateway.recover_unrecorded(since=restarted_at - 3600) == 12  # the run that paid for them
