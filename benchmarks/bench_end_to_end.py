@@ -69,7 +69,8 @@ def gold_of(out: Path) -> dict[str, str]:
 
 def gold_baseline(out: Path, gold: dict[str, str], classes: list[str], held_out: list[str], n_iter: int) -> float:
     """Same base model and settings, trained on the same chunks with their human labels."""
-    from core.training import TrainConfig, load_classifier, resolve_base_model, train_classifier
+    from core.classifier import load_classifier
+    from core.training import TrainConfig, resolve_base_model, train_classifier
 
     rows = [json.loads(line) for line in (out / f"classifiers/datasets/dataset_{n_iter}.jsonl").open()]
     texts = [r["text"] for r in rows]

@@ -77,7 +77,7 @@ def pick(strategy: str, remaining: list[dict], labeled: list[dict], k: int, mode
          classes: list[str], threads: int | None) -> tuple[list[dict], list[dict]]:
     """The next ``k`` texts to label and what remains, as ``core.steps`` chooses them."""
     from core import selection
-    from core.training import load_classifier
+    from core.classifier import load_classifier
 
     if strategy == "random" or model_dir is None or len(remaining) <= k:
         return remaining[:k], remaining[k:]
@@ -101,7 +101,8 @@ def run_curve(task: tuple[str, str, float, int, list[int], int | None, dict]) ->
     """One strategy's curve for one seed: label, train from the base model, score on gold, repeat."""
     dataset, strategy, noise, seed, schedule, threads, overrides = task
     from core.metrics import evaluate
-    from core.training import load_classifier, train_classifier
+    from core.classifier import load_classifier
+    from core.training import train_classifier
     from oracle.answers import noisy_label
 
     held_out, remaining, classes = load(dataset, seed)

@@ -72,7 +72,7 @@ def predict_set(all_rows: list[dict], n: int) -> list[dict]:
 def check_accuracy(model_dir: Path) -> float:
     """Float32 accuracy on the check texts: what the evaluate step has already measured before prediction."""
     from core.predict import evaluate_classifier
-    from core.training import load_classifier
+    from core.classifier import load_classifier
 
     check_rows = rows()[CHECK]
     return evaluate_classifier(load_classifier(model_dir), [r["text"] for r in check_rows],
@@ -89,7 +89,7 @@ def variant(name: str, model_dir: Path, n: int, fp32_check: float) -> dict:
     if precision is not None:
         from core.predict import choose_precision, predict_stream
         from core.schema import Chunk
-        from core.training import load_classifier
+        from core.classifier import load_classifier
 
         check_rows = all_rows[CHECK]
         clf, decision = choose_precision(load_classifier(model_dir), precision, [r["text"] for r in check_rows],

@@ -37,11 +37,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from core.metrics import evaluate  # noqa: E402
+from core.classifier import load_classifier  # noqa: E402
 from core.training import (  # noqa: E402
     TrainConfig,
     encode,
     length_grouped_batches,
-    load_classifier,
     pad_batch,
     resolve_base_model,
     seed_everything,

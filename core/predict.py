@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import ConfigError, TrainingError
 from core.metrics import evaluate
 from core.schema import Chunk, Metrics
-from core.training import Classifier
+from core.classifier import Classifier
 
 # The most accuracy (a fraction: 0.005 is 0.5 points) a reduced precision may lose against float32 on the
 # labeled test set before prediction falls back to float32.

@@ -248,7 +248,7 @@ def _selected_ids(ctx: RunContext, state: State, n: int) -> list[str]:
 def _select_with_classifier(ctx: RunContext, previous: int, candidates: list[str], k: int,
                             strategy: str) -> list[str]:
     from core import selection
-    from core.training import load_classifier
+    from core.classifier import load_classifier
 
     classes = ctx.settings.classification.classes
     chunks = load_chunks(ctx)
@@ -343,7 +343,7 @@ def do_train(ctx: RunContext, state: State) -> None:
 
 def do_evaluate(ctx: RunContext, state: State) -> None:
     from core.metrics import evaluate
-    from core.training import load_classifier
+    from core.classifier import load_classifier
 
     n = state.iteration
     classes = ctx.settings.classification.classes
@@ -402,7 +402,7 @@ def _checked_precision(ctx: RunContext, clf: Any, evaluated: IterationRecord) ->
 
 def do_predict(ctx: RunContext, state: State) -> None:
     from core.predict import predict_stream, select_shard
-    from core.training import load_classifier
+    from core.classifier import load_classifier
 
     if state.best_iteration is None:
         raise TrainingError("no evaluated classifier to predict with")

@@ -1,13 +1,12 @@
-"""Fine-tune a BERT-family sequence classifier on (text, label) pairs, save it, and load it back to predict.
+"""Fine-tune a BERT-family sequence classifier on (text, label) pairs and save it.
 
 Does: resolve the base model (the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail
 truncation, train with a plain torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear
 warm-up schedule, tempered class-weighted loss, gradient clipping, a floor on optimizer steps so that small
-sets are not under-trained), save a folder that ``transformers.pipeline`` loads,
-and wrap a saved folder in a ``Classifier`` that returns labels and probabilities.
+sets are not under-trained), and save a folder that ``transformers.pipeline`` and ``core.classifier`` load.
 
 Does not: download anything (an ``s3://`` base model is fetched by the caller), choose which examples to train
-on, evaluate against reference labels (``core.metrics``), stream predictions over a corpus (``core.predict``),
+on, load a saved folder to predict (``core.classifier``), evaluate against reference labels (``core.metrics``), stream predictions over a corpus (``core.predict``),
 or decide when to stop iterating.
 
 Why not ``transformers.Trainer``: for a few hundred short texts its per-step machinery costs more than the
@@ -372,85 +371,3 @@ def train_classifier(
         epochs=epochs,
         final_loss=final_loss,
     )
-
-
-# --- inference ----------------------------------------------------------------------------------------------
-
-
-class Classifier:
-    """A trained classifier in memory: texts in, labels and class probabilities out."""
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        tokenizer: Any,
-        *,
-        max_length: int,
-        truncation_type: str,
-        threads: int | None = None,
-        precision: str = "fp32",
-    ) -> None:
-        self._model = model.eval()
-        self._tokenizer = tokenizer
-        self._max_length = max_length
-        self._truncation_type = truncation_type
-        self._threads = threads
-        self.precision = precision  # what ``model`` holds: "fp32", "bf16" or "int8" (see core.inference)
-        id2label = model.config.id2label
-        self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
-
-    def at_precision(self, precision: str) -> Classifier:
-        """This float32 classifier with its model converted to ``precision`` (``self`` is left unchanged)."""
-        from core.inference import at_precision, resolve_precision
-
-        if self.precision != "fp32":
-            raise TrainingError(f"convert from the float32 classifier, not from a {self.precision} one")
-        wanted = resolve_precision(precision)
-        if wanted == "fp32":
-            return self
-        return Classifier(at_precision(self._model, wanted), self._tokenizer, max_length=self._max_length,
-                          truncation_type=self._truncation_type, threads=self._threads, precision=wanted)
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[str], np.ndarray]:
-        """Predicted label per text and an (n, len(classes)) probability array, both in input order.
-
-        Texts are run shortest first so each batch pads little; results are put back in input order.
-        """
-        probs = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
-        if texts:
-            try:
-                seqs = encode(self._tokenizer, texts, self._max_length, self._truncation_type)
-                order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-                with intra_op_threads(self._threads), torch.inference_mode():
-                    for start in range(0, len(order), batch_size):
-                        idx = order[start : start + batch_size]
-                        logits = self._model(**pad_batch(self._tokenizer, [seqs[i] for i in idx])).logits
-                        probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
-            except (RuntimeError, ValueError) as exc:
-                raise TrainingError(f"prediction failed: {exc}") from exc
-        return [self.classes[j] for j in probs.argmax(axis=1)], probs
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
-        return self.predict_proba(texts, batch_size)[0]
-
-
-def load_classifier(model_dir: Path, *, threads: int | None = None, precision: str = "fp32") -> Classifier:
-    """Load a folder written by ``train_classifier`` (or any sequence-classification folder).
-
-    ``precision`` ("fp32", "bf16", "int8" or "auto"; see ``core.inference``) converts the model after loading,
-    unchecked: the predict step instead loads float32 and calls ``core.predict.choose_precision``.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        meta_path = Path(model_dir) / META_FILE
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).float()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise TrainingError(f"cannot load classifier from {model_dir}: {exc}") from exc
-    # A folder from elsewhere has no metadata: fall back to plain truncation at the tokenizer's limit.
-    max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, 512))
-    truncation_type = meta.get("truncation_type", "head")
-    classifier = Classifier(model, tokenizer, max_length=max_length, truncation_type=truncation_type, threads=threads)
-    return classifier.at_precision(precision)

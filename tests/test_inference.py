@@ -15,7 +15,7 @@ from core.config import load_settings
 from core.errors import ConfigError
 from core.inference import at_precision, int8_available, native_bf16, precision_candidates, resolve_precision
 from core.predict import MAX_ACCURACY_DROP, PrecisionCheck, choose_precision, evaluate_classifier, keep_reduced
-from core.training import Classifier, load_classifier
+from core.classifier import Classifier, load_classifier
 from tests.fixtures.models import CLASSES, synthetic_task
 
 REDUCED = ["bf16", "int8"]

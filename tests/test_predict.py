@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from core.errors import ConfigError
 from core.predict import evaluate_classifier, predict_stream, select_shard, shard_of
 from core.schema import Chunk
-from core.training import Classifier, load_classifier
+from core.classifier import Classifier, load_classifier
 from tests.fixtures.models import CLASSES, synthetic_task
 
 

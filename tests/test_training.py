@@ -16,13 +16,13 @@ from safetensors.torch import load_file
 
 from core.errors import ConfigError, TrainingError
 from core.metrics import evaluate
+from core.classifier import load_classifier
 from core.training import (
     META_FILE,
     TrainConfig,
     class_weights,
     encode,
     length_grouped_batches,
-    load_classifier,
     parameter_groups,
     plan_epochs,
     resolve_base_model,
