@@ -1,6 +1,7 @@
 """Label efficiency: gold accuracy of the classifier vs the number of LLM labels, per selection strategy.
 
-Replays the bootstrapping loop with the product's own pieces (``core.selection`` picks, ``core.training``
+Replays the bootstrapping loop with the product's own pieces (``core.selection`` picks: for ``uncertainty``
+and ``balanced`` the first set is ``representatives`` of base-model embeddings, as in the product; ``core.training``
 trains from the base model on the cumulative labels each iteration with the default ``training.*`` settings,
 as the pipeline does) on SMS spam and TREC from ``../shared/data``. The "LLM" is the oracle's labeling rule
 (``oracle.answers.noisy_label``: the human label, flipped to another class for a deterministic ``--noise``
@@ -74,23 +75,35 @@ def default_train_config(classes: list[str], seed: int, threads: int | None, ove
 
 
 def pick(strategy: str, remaining: list[dict], labeled: list[dict], k: int, model_dir: Path | None,
-         classes: list[str], threads: int | None) -> tuple[list[dict], list[dict]]:
+         classes: list[str], threads: int | None, seed: int) -> tuple[list[dict], list[dict]]:
     """The next ``k`` texts to label and what remains, as ``core.steps`` chooses them."""
     from core import selection
     from core.classifier import load_classifier
 
-    if strategy == "random" or model_dir is None or len(remaining) <= k:
+    if strategy == "random" or len(remaining) <= k:
         return remaining[:k], remaining[k:]
     cands = remaining[:CANDIDATES]
     texts = [r["text"] for r in cands]
-    _, probs = load_classifier(model_dir, threads=threads).predict_proba(texts)
     ids = [str(i) for i in range(len(cands))]
+    if model_dir is None:  # no classifier yet: representatives of the base model's embeddings, as core.steps
+        from core.config import TrainingSettings
+        from core.embeddings import embed_texts
+        from core.training import resolve_base_model
+
+        t = TrainingSettings()
+        vectors = embed_texts(resolve_base_model(t.model_path), texts, max_length=t.max_length,
+                              truncation_type=t.truncation_type, threads=threads)
+        chosen = selection.representatives(ids, texts, vectors, k, seed=seed)
+        chosen_set = {int(i) for i in chosen}
+        return ([cands[i] for i in sorted(chosen_set)],
+                [r for i, r in enumerate(cands) if i not in chosen_set] + remaining[CANDIDATES:])
+    _, probs = load_classifier(model_dir, threads=threads).predict_proba(texts)
+    counts: dict[str, int] = {}
+    for r in labeled:
+        counts[r["llm"]] = counts.get(r["llm"], 0) + 1
     if strategy == "uncertainty":
-        chosen = selection.select_uncertain(ids, texts, probs, k)
+        chosen = selection.select_uncertain(ids, texts, probs, k, classes, counts)
     else:
-        counts: dict[str, int] = {}
-        for r in labeled:
-            counts[r["llm"]] = counts.get(r["llm"], 0) + 1
         chosen = selection.select_balanced(ids, texts, probs, classes, counts, k)
     chosen_set = {int(i) for i in chosen}
     picked = [cands[i] for i in sorted(chosen_set)]
@@ -111,7 +124,8 @@ def run_curve(task: tuple[str, str, float, int, list[int], int | None, dict]) ->
     curve: Curve = []
     model_dir: Path | None = None
     for target in schedule:
-        picked, remaining = pick(strategy, remaining, labeled, target - len(labeled), model_dir, classes, threads)
+        picked, remaining = pick(strategy, remaining, labeled, target - len(labeled), model_dir, classes, threads,
+                                 seed)
         for r in picked:
             labeled.append({**r, "llm": noisy_label(r["label"], classes, noise, seed, "openai/oracle-small",
                                                     r["text"])[0]})

@@ -189,13 +189,15 @@ def _best_section(state: State, settings_summary: Mapping[str, Any]) -> list[str
 def _iterations_section(state: State) -> list[str]:
     best = _best(state)
     gold = any(it.gold_metrics for it in state.iterations)
-    headers = ["iteration", "training examples", "accuracy (95% CI)", "macro-F1", "test n"]
+    headers = ["iteration", "new chunks (chosen by)", "training examples", "accuracy (95% CI)", "macro-F1",
+               "test n"]
     headers += ["gold accuracy (95% CI)"] if gold else []
     headers += ["train time"]
     rows = []
     for it in state.iterations:
         m = it.metrics
-        row: list[Any] = [f"{it.n} (best)" if it.n == best else it.n, it.train_examples,
+        chosen = f"{it.train_ids} ({it.selection})" if it.selection else it.train_ids
+        row: list[Any] = [f"{it.n} (best)" if it.n == best else it.n, chosen, it.train_examples,
                           _acc_ci(m) if m else "—", f"{m['macro_f1']:.3f}" if m else "—", m["n"] if m else "—"]
         if gold:
             row.append(_acc_ci(it.gold_metrics) + f", n={it.gold_metrics['n']}" if it.gold_metrics else "—")

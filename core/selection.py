@@ -4,10 +4,15 @@ Pure functions over ids, texts and the current classifier's class probabilities:
 
 - ``random``: the next chunks of the seeded pool order (the baseline, and Augmentoolkit's behaviour);
 - ``uncertainty``: the chunks the current classifier is least sure about (smallest margin between its two
-  most probable classes), skipping near-duplicates so one template of spam cannot eat the whole increment;
+  most probable classes), spread over the classes it assigns them to (rarer labeled classes get more), and
+  skipping near-duplicates so one template of spam cannot eat the whole increment;
 - ``balanced``: an equal share of the increment per class, each share filled with the chunks the classifier
   most confidently assigns to that class, so skewed data (SMS spam is 12% spam) still yields examples of the
   rare classes; unfilled shares fall back to uncertainty.
+
+Before any classifier exists, both classifier-guided strategies start from ``representatives``: the chunk
+nearest each k-means centroid of the candidates' base-model embeddings, so the first training set covers the
+kinds of text in the input instead of repeating its commonest kind.
 
 Nothing here trains, predicts or touches storage; the pipeline scores the candidates and stores the choice.
 """
@@ -59,13 +64,28 @@ def _take(order: Sequence[int], ids: Sequence[str], texts: Sequence[str], k: int
     return out
 
 
-def select_uncertain(ids: Sequence[str], texts: Sequence[str], probs: np.ndarray, k: int) -> list[str]:
-    """The ``k`` lowest-margin candidates, at most one per near-duplicate group (ties keep pool order)."""
-    order = np.argsort(margins(probs), kind="stable")
-    chosen = _take(order.tolist(), ids, texts, k, set(), set())
+def select_uncertain(ids: Sequence[str], texts: Sequence[str], probs: np.ndarray, k: int,
+                     classes: Sequence[str] | None = None, counts: dict[str, int] | None = None) -> list[str]:
+    """The ``k`` lowest-margin candidates, at most one per near-duplicate group (ties keep pool order).
+
+    With ``classes`` and ``counts`` (labels so far per class), the increment is first split per class as
+    ``class_shares`` does, and each share is filled with the lowest-margin candidates the classifier assigns to
+    that class; what the shares leave unfilled goes to the lowest margins overall. Plain margin ranking spends
+    most of a batch on the one or two class boundaries the model finds hardest; the shares spread it over every
+    class's boundary, and toward the classes with fewest labels.
+    """
+    order = np.argsort(margins(probs), kind="stable").tolist()
+    taken: set[str] = set()
+    seen: set[str] = set()
+    chosen: list[str] = []
+    if classes is not None and counts is not None:
+        predicted = probs.argmax(axis=1)
+        for col, share in enumerate(class_shares(k, counts, classes).values()):
+            if share:
+                chosen += _take([i for i in order if predicted[i] == col], ids, texts, share, taken, seen)
+    chosen += _take(order, ids, texts, k - len(chosen), taken, seen)
     if len(chosen) < k:  # too many near-duplicates: fill with the rest, duplicates allowed
-        rest = [ids[i] for i in order.tolist() if ids[i] not in set(chosen)]
-        chosen += rest[:k - len(chosen)]
+        chosen += [ids[i] for i in order if ids[i] not in taken][: k - len(chosen)]
     return chosen
 
 
@@ -104,6 +124,67 @@ def select_balanced(ids: Sequence[str], texts: Sequence[str], probs: np.ndarray,
     if len(chosen) < k:
         order = np.argsort(margins(probs), kind="stable").tolist()
         chosen += _take(order, ids, texts, k - len(chosen), taken, seen)
+    if len(chosen) < k:
+        chosen += [i for i in ids if i not in taken][: k - len(chosen)]
+    return chosen
+
+
+def _kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: each next centre drawn with probability proportional to its squared distance."""
+    centres = [x[int(rng.integers(len(x)))]]
+    d2 = ((x - centres[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        nxt = x[int(rng.choice(len(x), p=d2 / total))] if total > 0 else x[int(rng.integers(len(x)))]
+        centres.append(nxt)
+        d2 = np.minimum(d2, ((x - nxt) ** 2).sum(axis=1))
+    return np.stack(centres)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (k, d) and each row's cluster, by Lloyd's algorithm on squared Euclidean distance."""
+    rng = np.random.default_rng(seed)
+    centres = _kmeans_pp_init(x, k, rng)
+    assign = np.zeros(len(x), dtype=np.int64)
+    for step in range(iterations):
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; the ||x||^2 term is the same for every centre
+        dist = -2.0 * x @ centres.T + (centres**2).sum(axis=1)
+        new = dist.argmin(axis=1)
+        if step and np.array_equal(new, assign):
+            break
+        assign = new
+        for j in range(k):
+            members = x[assign == j]
+            if len(members):  # an empty cluster keeps its centre
+                centres[j] = members.mean(axis=0)
+    return centres, assign
+
+
+def representatives(ids: Sequence[str], texts: Sequence[str], embeddings: np.ndarray, k: int,
+                    seed: int) -> list[str]:
+    """``k`` candidates that cover the pool: the one nearest each k-means centre, largest clusters first.
+
+    At most one per near-duplicate group; if clusters come up empty or duplicated, the rest is filled in pool
+    order. Deterministic for a given ``seed``.
+    """
+    if k >= len(ids):
+        return list(ids)
+    if k <= 0:
+        return []
+    x = embeddings.astype(np.float64)
+    centres, assign = kmeans(x, k, seed)
+    dist = ((x - centres[assign]) ** 2).sum(axis=1)
+    sizes = np.bincount(assign, minlength=k)
+    nearest = []
+    for j in sorted(range(k), key=lambda j: (-sizes[j], j)):
+        members = np.flatnonzero(assign == j)
+        if len(members):
+            nearest.append(int(members[np.argmin(dist[members])]))
+    taken: set[str] = set()
+    seen: set[str] = set()
+    chosen = _take(nearest, ids, texts, k, taken, seen)
+    if len(chosen) < k:
+        chosen += _take(range(len(ids)), ids, texts, k - len(chosen), taken, seen)
     if len(chosen) < k:
         chosen += [i for i in ids if i not in taken][: k - len(chosen)]
     return chosen

@@ -45,6 +45,7 @@ class Step(str, Enum):
 class IterationRecord:
     n: int
     train_ids: int = 0  # chunks sent for labeling in this iteration
+    selection: str = ""  # how they were chosen: random, representative, uncertainty or balanced
     train_examples: int = 0  # cumulative usable (ok) training labels classifier n was trained on
     failed_labels: int = 0
     train_seconds: float = 0.0

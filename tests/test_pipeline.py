@@ -218,6 +218,19 @@ def test_selection_strategy_picks_new_pool_chunks(strategy: str, tmp_path: Path,
     first = json.loads((out / "iterations/iteration_1.json").read_text())
     second = json.loads((out / "iterations/iteration_2.json").read_text())
     splits = json.loads((out / "splits.json").read_text())
+    # the first set: representatives of train + pool, not the random initial split
+    assert first["strategy"] == "representative" and len(first["ids"]) == len(splits["train"])
+    assert set(first["ids"]) <= set(splits["train"] + splits["pool"]) and set(first["ids"]) != set(splits["train"])
     assert second["strategy"] == strategy and len(second["ids"]) == 40
-    assert set(second["ids"]) <= set(splits["pool"]) and not set(second["ids"]) & set(first["ids"])
-    assert second["ids"] != splits["pool"][:40], "a classifier-driven choice, not the random order"
+    assert set(second["ids"]) <= set(splits["train"] + splits["pool"]) and not set(second["ids"]) & set(first["ids"])
+    assert second["ids"] != [i for i in splits["train"] + splits["pool"] if i not in first["ids"]][:40], \
+        "a classifier-driven choice, not the random order"
+    state = json.loads((out / "state.json").read_text())
+    assert [it["selection"] for it in state["iterations"]] == ["representative", strategy]
+    assert f"| 2 (best) | 40 ({strategy}) |" in (out / "report.md").read_text() or \
+        f"| 2 | 40 ({strategy}) |" in (out / "report.md").read_text()
+    # every chunk not used for testing or training is predicted, including unpicked initial-split ones
+    predicted = [json.loads(line)["id"] for line in
+                 (out / "classifiers/final_classifier_output/predictions.jsonl").read_text().splitlines()]
+    used = set(splits["test"]) | set(first["ids"]) | set(second["ids"])
+    assert sorted(predicted) == sorted(i for i in splits["train"] + splits["pool"] if i not in used)

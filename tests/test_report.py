@@ -56,10 +56,10 @@ def make_state(*, gold: bool = True, best: int | None = 2) -> State:
         step=Step.DONE,
         iteration=2,
         iterations=[
-            IterationRecord(n=1, train_ids=200, train_examples=196, failed_labels=4, train_seconds=42.5,
+            IterationRecord(n=1, train_ids=200, selection="representative", train_examples=196, failed_labels=4, train_seconds=42.5,
                             examples_per_s=18.4, metrics=M1.to_dict(),
                             gold_metrics=GOLD1.to_dict() if gold else None),
-            IterationRecord(n=2, train_ids=200, train_examples=393, failed_labels=3, train_seconds=95.0,
+            IterationRecord(n=2, train_ids=200, selection="uncertainty", train_examples=393, failed_labels=3, train_seconds=95.0,
                             examples_per_s=16.5, metrics=M2.to_dict(),
                             gold_metrics=GOLD2.to_dict() if gold else None),
         ],
@@ -145,16 +145,18 @@ def test_writes_every_output(tmp_path: Path) -> None:
 
 def test_iteration_table_rows(tmp_path: Path) -> None:
     md = run_report(tmp_path)[0].read_text(REPORT_KEY)
-    assert "| iteration | training examples | accuracy (95% CI) | macro-F1 | test n | gold accuracy (95% CI) " \
-           "| train time |" in md
-    assert "| 1 | 196 | 75.0% (68.6%–80.4%) | 0.749 | 200 | 70.0% (63.3%–76.0%), n=200 | 42.5 s |" in md
-    assert "| 2 (best) | 393 | 85.5% (80.0%–89.8%) | 0.854 | 200 | 83.0% (77.1%–87.5%), n=200 | 1.6 min |" in md
+    assert "| iteration | new chunks (chosen by) | training examples | accuracy (95% CI) | macro-F1 | test n " \
+           "| gold accuracy (95% CI) | train time |" in md
+    assert "| 1 | 200 (representative) | 196 | 75.0% (68.6%–80.4%) | 0.749 | 200 | 70.0% (63.3%–76.0%), n=200 " \
+           "| 42.5 s |" in md
+    assert "| 2 (best) | 200 (uncertainty) | 393 | 85.5% (80.0%–89.8%) | 0.854 | 200 | 83.0% (77.1%–87.5%), " \
+           "n=200 | 1.6 min |" in md
 
 
 def test_no_gold_column_without_gold(tmp_path: Path) -> None:
     md = run_report(tmp_path, make_state(gold=False))[0].read_text(REPORT_KEY)
     assert "gold accuracy" not in md
-    assert "| 1 | 196 | 75.0% (68.6%–80.4%) | 0.749 | 200 | 42.5 s |" in md
+    assert "| 1 | 200 (representative) | 196 | 75.0% (68.6%–80.4%) | 0.749 | 200 | 42.5 s |" in md
 
 
 @pytest.mark.parametrize("best", [2, None], ids=["recorded-best", "best-derived-from-metrics"])

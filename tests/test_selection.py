@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.selection import class_shares, margins, near_duplicate_key, select_balanced, select_uncertain
+from core.selection import (class_shares, kmeans, margins, near_duplicate_key, representatives, select_balanced,
+                            select_uncertain)
 
 
 def test_margins() -> None:
@@ -50,3 +51,63 @@ def test_balanced_favours_the_rare_class() -> None:
 def test_near_duplicate_key_ignores_case_numbers_punctuation() -> None:
     assert near_duplicate_key("Call 0800-123 NOW!!") == near_duplicate_key("call 0900 999 now")
     assert near_duplicate_key("hello there") != near_duplicate_key("hello where")
+
+
+def _blobs(sizes: list[int], dim: int = 8, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Unit vectors scattered tightly around one random direction per blob; the blob of each row."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim))
+    rows, blob = [], []
+    for b, n in enumerate(sizes):
+        rows.append(centres[b] + 0.01 * rng.normal(size=(n, dim)))
+        blob += [b] * n
+    x = np.concatenate(rows)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), blob
+
+
+def test_representatives_cover_every_cluster_however_small() -> None:
+    x, blob = _blobs([50, 30, 3])  # random picks of 3 would miss the 3-member blob most of the time
+    ids = [f"c{i}" for i in range(len(blob))]
+    texts = [f"text {chr(97 + i % 26)}{chr(97 + i // 26)} words" for i in range(len(blob))]  # no two alike
+    chosen = representatives(ids, texts, x, 3, seed=1)
+    assert sorted(blob[ids.index(c)] for c in chosen) == [0, 1, 2]
+    assert representatives(ids, texts, x, 3, seed=1) == chosen, "deterministic for a seed"
+
+
+def test_representatives_skip_near_duplicates_and_fill_to_k() -> None:
+    x, _ = _blobs([4, 4])
+    ids = list("abcdefgh")
+    texts = ["WIN cash 1"] * 4 + ["call me 2", "call me 3", "see you", "ok"]
+    chosen = representatives(ids, texts, x, 4, seed=0)
+    assert len(chosen) == 4 and len(set(chosen)) == 4
+    keys = [near_duplicate_key(texts[ids.index(c)]) for c in chosen]
+    assert len(set(keys)) == 4, "one text per near-duplicate group while enough groups exist"
+
+
+def test_representatives_edge_sizes() -> None:
+    x, _ = _blobs([3])
+    assert representatives(["a", "b", "c"], ["x", "y", "z"], x, 5, seed=0) == ["a", "b", "c"]
+    assert representatives(["a", "b", "c"], ["x", "y", "z"], x, 0, seed=0) == []
+
+
+def test_kmeans_separates_blobs() -> None:
+    x, blob = _blobs([20, 20, 20])
+    _, assign = kmeans(x, 3, seed=0)
+    for b in range(3):
+        assert len({int(assign[i]) for i in range(len(blob)) if blob[i] == b}) == 1
+    assert len(set(assign.tolist())) == 3
+
+
+def test_uncertain_spreads_the_increment_over_classes_toward_the_rare_ones() -> None:
+    # six candidates: the four lowest margins are all predicted "a"; "b" has few labels so far
+    ids = list("pqrstu")
+    texts = ["one", "two", "three", "four", "five", "six"]
+    probs = np.array([[0.50, 0.50, 0.0], [0.52, 0.48, 0.0], [0.54, 0.46, 0.0], [0.56, 0.44, 0.0],
+                      [0.30, 0.70, 0.0], [0.10, 0.90, 0.0]])
+    assert select_uncertain(ids, texts, probs, 2) == ["p", "q"]  # plain margin: both from the a/b boundary
+    # with counts, "b" (2 labels) gets the share: its lowest-margin candidates first
+    chosen = select_uncertain(ids, texts, probs, 2, ["a", "b", "c"], {"a": 10, "b": 2, "c": 10})
+    assert chosen == ["t", "u"]
+    # "c" is short too but nothing is predicted "c": its share goes to the lowest margins overall
+    chosen = select_uncertain(ids, texts, probs, 3, ["a", "b", "c"], {"a": 10, "b": 10, "c": 0})
+    assert chosen == ["p", "q", "r"]

@@ -1,0 +1,52 @@
+"""Sentence embeddings from the base model, for choosing the first training set before any classifier exists.
+
+Mean of the last hidden states over real tokens, L2-normalised: the pooling all-MiniLM-L6-v2 (the bundled base
+model) was trained with, and a fair default for any BERT-family encoder. Texts are encoded and truncated as
+``core.training`` does, run shortest first so batches pad little, and returned in input order.
+
+Does not: choose anything (``core.selection.representatives`` does), read storage, or train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from core.errors import TrainingError
+from core.training import encode, intra_op_threads, pad_batch
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors where ``mask`` is 1, scaled to unit length (padding never counts)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(summed, dim=-1)
+
+
+def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, truncation_type: str,
+                threads: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """An (n, hidden) float32 array of unit vectors, one per text, in input order."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModel.from_pretrained(model_path).float().eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise TrainingError(f"cannot load the base model from {model_path} to embed texts: {exc}") from exc
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    if not texts:
+        return out
+    try:
+        seqs = encode(tokenizer, texts, max_length, truncation_type)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        with intra_op_threads(threads), torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = pad_batch(tokenizer, [seqs[i] for i in idx])
+                hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                out[idx] = mean_pool(hidden, batch["attention_mask"]).numpy()
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"embedding texts with the base model failed: {exc}") from exc
+    return out
