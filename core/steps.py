@@ -11,90 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
 from core import documents, labeling, rules, workers
+from core.choosing import SELECTION_CANDIDATES, selected_ids, selection_key  # noqa: F401  (re-exported)
 from core.config import Settings
+from core.context import (  # noqa: F401  (re-exported: handlers and tests reach these through core.steps)
+    CHUNKS_KEY, CLS, GOLD_KEY, INGEST_REPORT_KEY, RULES_KEY, SPLITS_KEY, TEST_LABELS, TRAIN_LABELS,
+    ProgressFactory, RunContext, classifier_dir, dumps_jsonl, load_chunks, load_splits, read_jsonl, train_config)
 from core.errors import NoUsableChunks, TrainingError
-from core.gateway import LLMGateway
-from core.ledger import Ledger
 from core.llm import Endpoint
 from core.schema import Chunk, Label
 from core.shards import ShardWriter
 from core.splits import split_ids, test_size_for
 from core.state import IterationRecord, State
-from core.storage import Storage, download_dir, upload_dir
-from core.workers import WorkerFactory
+from core.storage import Storage, upload_dir
 
 log = logging.getLogger("bootstrapper")
-
-CHUNKS_KEY = "chunks.jsonl"
-INGEST_REPORT_KEY = "ingest_report.json"
-SPLITS_KEY = "splits.json"
-RULES_KEY = "rules.json"
-TEST_LABELS = "labels/test/"
-TRAIN_LABELS = "labels/train/"
-CLS = "classifiers/"
-GOLD_KEY = "label"  # a .jsonl input record's "label" key, when it holds a class name, is a human label
-
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(_stage: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
-@dataclass
-class RunContext:
-    """Everything a step needs, built by the handler: settings, storages, the LLM gateway, the endpoints."""
-
-    settings: Settings
-    input: Storage
-    output: Storage
-    gateway: LLMGateway
-    ledger: Ledger  # the gateway's ledger: the pipeline flushes it after every step
-    large: Endpoint
-    small: Endpoint
-    format_modes: dict[str, str]  # per model: how the labeling prompt asks for structure (json_schema|json_object|none)
-    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bootstrapper-")))
-    progress: ProgressFactory = _no_progress
-    should_stop: Callable[[], bool] = lambda: False
-    shard: tuple[int, int] = (0, 1)
-    s3_client: Any = None  # for an s3:// training.model_path
-    # Builds a labeling gateway inside a worker process (see core.workers); None keeps labeling in-process.
-    worker_factory: WorkerFactory | None = None
-
-
-# ---- small pure helpers -------------------------------------------------------------------------------
-
-
-def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def read_jsonl(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
-    with storage.open_read(key) as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
-def load_chunks(ctx: RunContext) -> dict[str, Chunk]:
-    return {d["id"]: Chunk.from_dict(d) for d in read_jsonl(ctx.output, CHUNKS_KEY)}
-
-
-def load_splits(ctx: RunContext) -> dict[str, list[str]]:
-    return json.loads(ctx.output.read_text(SPLITS_KEY))
-
-
-def selection_key(n: int) -> str:
-    return f"iterations/iteration_{n}.json"
 
 
 def gold_label(chunk: Chunk, classes: list[str]) -> str | None:
@@ -220,76 +156,12 @@ def do_label_test(ctx: RunContext, state: State) -> None:
         raise TrainingError("no test chunk got a usable label from the large model; see llm_calls.jsonl")
 
 
-SELECTION_CANDIDATES = 4000  # chunks scored per iteration for uncertainty/balanced (a seeded sample of the pool)
-
-
-def _selected_ids(ctx: RunContext, state: State, n: int) -> list[str]:
-    """The chunks iteration ``n`` adds; chosen once and stored, so a resume labels exactly the same ones."""
-    key = selection_key(n)
-    if ctx.output.exists(key):
-        return json.loads(ctx.output.read_text(key))["ids"]
-    splits = load_splits(ctx)
-    strategy = ctx.settings.training.selection
-    if n == 1 and strategy == "random":
-        ids = splits["train"]
-    elif n == 1:
-        # no classifier yet: cover the input's kinds of text (train + pool, so no chunk is left out)
-        candidates = (splits["train"] + splits["pool"])[:SELECTION_CANDIDATES]
-        ids = _representatives(ctx, candidates, len(splits["train"]))
-        strategy = "representative"
-    else:
-        k = ctx.settings.training.train_set_increment
-        used = {i for m in range(1, n) for i in json.loads(ctx.output.read_text(selection_key(m)))["ids"]}
-        remaining = [i for i in splits["train"] + splits["pool"] if i not in used]
-        if strategy == "random" or len(remaining) <= k:
-            ids = remaining[:k]
-        else:
-            ids = _select_with_classifier(ctx, n - 1, remaining[:SELECTION_CANDIDATES], k, strategy)
-    ctx.output.write_text(key, json.dumps({"iteration": n, "ids": ids, "strategy": strategy}))
-    return ids
-
-
-def _representatives(ctx: RunContext, candidates: list[str], k: int) -> list[str]:
-    from core import selection
-    from core.embeddings import embed_texts
-
-    if k >= len(candidates):
-        return candidates
-    t = ctx.settings.training
-    chunks = load_chunks(ctx)
-    texts = [chunks[i].text for i in candidates]
-    tick = ctx.progress("embedding candidates for the first training set", len(texts))
-    vectors = embed_texts(train_config(ctx).model_path, texts, max_length=t.max_length,
-                          truncation_type=t.truncation_type, threads=ctx.settings.system.torch_threads,
-                          batch_size=t.predict_batch_size)
-    tick(len(texts))
-    return selection.representatives(candidates, texts, vectors, k, seed=ctx.settings.system.seed)
-
-
-def _select_with_classifier(ctx: RunContext, previous: int, candidates: list[str], k: int,
-                            strategy: str) -> list[str]:
-    from core import selection
-    from core.classifier import load_classifier
-
-    classes = ctx.settings.classification.classes
-    chunks = load_chunks(ctx)
-    texts = [chunks[i].text for i in candidates]
-    clf = load_classifier(classifier_dir(ctx, previous))
-    _, probs = clf.predict_proba(texts, batch_size=ctx.settings.training.predict_batch_size)
-    counts: dict[str, int] = {}
-    for row in read_jsonl(ctx.output, f"{CLS}datasets/dataset_{previous}.jsonl"):
-        counts[row["label"]] = counts.get(row["label"], 0) + 1
-    if strategy == "uncertainty":
-        return selection.select_uncertain(candidates, texts, probs, k, classes, counts)
-    return selection.select_balanced(candidates, texts, probs, classes, counts, k)
-
-
 def do_label_train(ctx: RunContext, state: State) -> None:
     n = state.iteration
     all_ids: list[str] = []
     for k in range(1, n + 1):
-        all_ids += _selected_ids(ctx, state, k)
-    new_ids = _selected_ids(ctx, state, n)
+        all_ids += selected_ids(ctx, k)
+    new_ids = selected_ids(ctx, n)
     labels = _label(ctx, all_ids, TRAIN_LABELS, ctx.small, "train_labels")
     chunks = load_chunks(ctx)
     rows = [{"id": i, "text": chunks[i].text, "label": lab.label, "reason": lab.reason, "model": lab.model,
@@ -304,35 +176,6 @@ def do_label_train(ctx: RunContext, state: State) -> None:
     it.selection = json.loads(ctx.output.read_text(selection_key(n))).get("strategy", "")
     it.train_examples = len(rows)
     it.failed_labels = _failed_summary(labels)["failed"]
-
-
-def classifier_dir(ctx: RunContext, n: int) -> Path:
-    """A local copy of classifier ``n``, downloaded from the output location when this process lacks it."""
-    local = ctx.work_dir / f"classifier_{n}"
-    if not (local / "config.json").exists():
-        download_dir(ctx.output, f"{CLS}classifier_{n}/", local)
-    return local
-
-
-def train_config(ctx: RunContext) -> Any:
-    from core.training import TrainConfig, resolve_base_model
-
-    t, s = ctx.settings.training, ctx.settings
-    base = t.model_path
-    if base.startswith("s3://"):
-        from core.storage import open_storage
-
-        local = ctx.work_dir / "base_model"
-        if not (local / "config.json").exists():
-            download_dir(open_storage(base, s3_client=ctx.s3_client), "", local)
-        base = str(local)
-    return TrainConfig(model_path=resolve_base_model(base), classes=s.classification.classes, epochs=t.epochs,
-                       learning_rate=t.learning_rate, batch_size=t.batch_size, max_length=t.max_length,
-                       warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                       class_weighted_loss=t.class_weighted_loss, class_weight_power=t.class_weight_power,
-                       truncation_type=t.truncation_type, min_steps=t.min_steps,
-                       head_learning_rate=t.head_learning_rate, label_smoothing=t.label_smoothing,
-                       seed=s.system.seed, torch_threads=s.system.torch_threads)
 
 
 def do_train(ctx: RunContext, state: State) -> None:
