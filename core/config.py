@@ -107,7 +107,8 @@ class TrainingSettings(_Section):
     min_steps: int = Field(100, ge=0)
     head_learning_rate: PositiveFloat | None = None
     label_smoothing: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
-    # uncertainty: the best final gold accuracy at 10% label noise on SMS spam and TREC (benchmarks/RESULTS.md)
+    # uncertainty: the fewest labels to reach random's final gold accuracy, and the best final accuracy, at 10%
+    # label noise on SMS spam and TREC (benchmarks/RESULTS.md)
     selection: Literal["random", "uncertainty", "balanced"] = "uncertainty"
     predict_batch_size: Size = 64
     predict_shards: Size = 1

@@ -1,8 +1,7 @@
 """Input files to chunks of text: bytes -> text -> chunks, with a record of everything left out.
 
-Does: decode .txt/.md (UTF-8, then cp1252, then latin-1), extract the text of .pdf (pypdf) and .docx
-(python-docx, paragraphs and tables in document order), read .jsonl records (one record, one chunk); split
-long text into chunks of at most ``chunk_size`` characters at the most natural boundary at hand (paragraph,
+Does: turn each file into text with ``core.readers`` (.txt/.md, .pdf, .docx; a .jsonl record is one chunk);
+split long text into chunks of at most ``chunk_size`` characters at the most natural boundary at hand (paragraph,
 sentence, line, word, and only then a hard cut); give each chunk a stable id; keep exact duplicates once;
 say, for every file or .jsonl line it could not use, why.
 
@@ -16,21 +15,15 @@ scanned PDFs, render markdown, or overlap chunks.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import io
 import json
 import re
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import docx
-from docx.table import Table
-from pypdf import PdfReader
-
 from core.errors import ConfigError, NoUsableChunks
+from core.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_plain
 from core.schema import Chunk, SkippedInput
 
 SUPPORTED_EXTENSIONS = (".txt", ".md", ".pdf", ".docx", ".jsonl")
@@ -46,22 +39,6 @@ _BOUNDARIES = (
     re.compile(r"\n"),
     re.compile(r"\s+"),
 )
-_HSPACE = re.compile(r"[^\S\n]+")
-_SPACE_AT_LINE_EDGE = re.compile(r" ?\n ?")
-_BLANK_LINES = re.compile(r"\n{3,}")
-# C0/C1 control characters except tab, newline, form feed and carriage return; and lone surrogates, which
-# only escaped JSON can produce and which no UTF-8 writer accepts.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-_BINARY_CONTROL_RATIO = 0.10
-
-_Draft = tuple[int, str, dict[str, Any]]  # (position or line, text, metadata) of a chunk before dedup
-
-
-class _Skip(Exception):
-    """Why one input is unusable (the message). Private control flow: never raised out of this module."""
-
-
 # ---- pure text functions ----------------------------------------------------------------------------
 
 
@@ -73,14 +50,6 @@ def _check_chunk_size(chunk_size: int) -> None:
 def _check_truncation_type(truncation_type: str) -> None:
     if truncation_type not in TRUNCATION_TYPES:
         raise ConfigError("training.truncation_type", f"must be 'head' or 'head-tail', got {truncation_type!r}")
-
-
-def _normalise(text: str) -> str:
-    """Collapse runs of spaces, trim lines, keep single line breaks and at most one blank line."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
-    text = text.replace("\f", "\n\n").replace("\u2029", "\n\n")
-    text = _SPACE_AT_LINE_EDGE.sub("\n", _HSPACE.sub(" ", text))
-    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def _split_after(text: str, boundary: re.Pattern[str]) -> list[str]:
@@ -144,7 +113,7 @@ def chunk_text(text: str, chunk_size: int) -> list[str]:
     line breaks, then spaces, and a single word longer than a chunk is cut hard. Only whitespace is lost.
     """
     _check_chunk_size(chunk_size)
-    return _pack(_pieces(_normalise(text), chunk_size), chunk_size)
+    return _pack(_pieces(normalise(text), chunk_size), chunk_size)
 
 
 def _head(text: str, n: int) -> str:
@@ -186,135 +155,6 @@ def chunk_id(source: str, position: int, text: str) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _clean(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", text))
-
-
-def _describe(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__
-
-
-# ---- readers: bytes -> text, or _Skip ---------------------------------------------------------------
-
-
-def _decode(data: bytes) -> str:
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    for encoding in ("utf-16", "utf-8-sig", "cp1252") if utf16 else ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")  # maps every byte: never fails
-
-
-def _read_plain(data: bytes) -> str:
-    text = _decode(data)
-    controls = len(_CONTROL.findall(text))
-    if "\x00" in text or controls > _BINARY_CONTROL_RATIO * len(text):
-        raise _Skip("binary content in a text file")
-    return text
-
-
-def _open_without_password(reader: PdfReader) -> None:
-    try:
-        opened = bool(reader.decrypt(""))  # many PDFs only restrict printing: their user password is empty
-    except Exception as exc:  # e.g. DependencyError: AES needs the cryptography package
-        raise _Skip(f"encrypted PDF: {_describe(exc)}") from exc
-    if not opened:
-        raise _Skip("encrypted PDF (needs a password)")
-
-
-def _read_pdf(data: bytes) -> str:
-    # pypdf raises many unrelated exception types on malformed files (its own, ValueError, KeyError,
-    # RecursionError...): any of them means this one file is unreadable, never that the run must stop.
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            _open_without_password(reader)
-        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except _Skip:
-        raise
-    except Exception as exc:
-        raise _Skip(f"corrupt PDF: {_describe(exc)}") from exc
-    if not text.strip():
-        raise _Skip("no extractable text (scanned PDF?)")
-    return text
-
-
-def _table_text(table: Table) -> str:
-    rows = []
-    for row in table.rows:
-        cells, previous = [], None
-        for cell in row.cells:
-            if cell is previous:  # python-docx repeats the same cell object across a horizontal merge
-                continue
-            previous = cell
-            cells.append(" ".join(cell.text.split()))
-        if any(cells):
-            rows.append(" | ".join(cells))
-    return "\n".join(rows)
-
-
-def _read_docx(data: bytes) -> str:
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise _Skip("corrupt DOCX: not a zip package (an old .doc, or a password-protected file?)")
-    try:  # broad for the same reason as in _read_pdf: malformed packages fail in many ways
-        document = docx.Document(io.BytesIO(data))
-        blocks = [
-            _table_text(block) if isinstance(block, Table) else block.text
-            for block in document.iter_inner_content()
-        ]
-    except Exception as exc:
-        raise _Skip(f"corrupt DOCX: {_describe(exc)}") from exc
-    text = "\n\n".join(b for b in blocks if b.strip())
-    if not text:
-        raise _Skip("no text in DOCX")
-    return text
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _read_jsonl(source: str, text: str) -> tuple[list[_Draft], list[SkippedInput]]:
-    """``(line, text, other keys)`` per usable record, and a SkippedInput per unusable line (1-based)."""
-    records, skipped = [], []
-    # split on "\n" only: JSON strings may hold a raw U+2028, which str.splitlines() would cut at
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            skipped.append(SkippedInput(source, f"invalid JSON ({exc.msg}, column {exc.colno})", number))
-            continue
-        except (ValueError, RecursionError) as exc:
-            skipped.append(SkippedInput(source, f"invalid JSON ({_describe(exc)})", number))
-            continue
-        if not isinstance(record, dict):
-            reason = f"record is not a JSON object (got {_json_type(record)})"
-        elif "text" not in record:
-            reason = 'no "text" key'
-        elif not isinstance(record["text"], str):
-            reason = f'"text" is not a string (got {_json_type(record["text"])})'
-        elif not (cleaned := _normalise(_clean(record["text"]))):
-            reason = 'empty "text"'
-        else:
-            records.append((number, cleaned, {k: v for k, v in record.items() if k != "text"}))
-            continue
-        skipped.append(SkippedInput(source, reason, number))
-    return records, skipped
-
-
-_READERS = {".txt": _read_plain, ".md": _read_plain, ".pdf": _read_pdf, ".docx": _read_docx}
-
-
 # ---- ingest -----------------------------------------------------------------------------------------
 
 
@@ -342,24 +182,24 @@ def _extension(key: str) -> str:
     return name[dot:].lower() if dot > 0 else ""
 
 
-def _drafts(key: str, data: bytes, chunk_size: int, truncation_type: str) -> tuple[list[_Draft], list[SkippedInput]]:
+def _drafts(key: str, data: bytes, chunk_size: int, truncation_type: str) -> tuple[list[Draft], list[SkippedInput]]:
     """``(position, text, metadata)`` of each chunk of one file before dedup, and its skipped lines."""
     junk = _junk_reason(key)
     if junk:
-        raise _Skip(junk)
+        raise Skip(junk)
     extension = _extension(key)
     if extension not in SUPPORTED_EXTENSIONS:
-        raise _Skip(f"unsupported extension {extension or '(none)'}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+        raise Skip(f"unsupported extension {extension or '(none)'}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
     if not data.strip():
-        raise _Skip("empty file")
+        raise Skip("empty file")
     if extension == ".jsonl":
-        records, skipped = _read_jsonl(key, _read_plain(data))
+        records, skipped = read_jsonl_records(key, read_plain(data))
         # Records are never split (a record is one unit to classify), only cut; position is the 0-based
         # line so that an id does not change when a bad line elsewhere in the file is fixed.
         return [(n - 1, truncate(text, chunk_size, truncation_type), meta) for n, text, meta in records], skipped
-    text = _clean(_READERS[extension](data))
+    text = clean(READERS[extension](data))
     if not text.strip():
-        raise _Skip("empty file")
+        raise Skip("empty file")
     return [(i, chunk, {}) for i, chunk in enumerate(chunk_text(text, chunk_size))], []
 
 
@@ -392,11 +232,11 @@ def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_ty
     _check_truncation_type(truncation_type)
     # Each file is read as it arrives and only its text is kept, so the raw bytes of every input (PDFs
     # are mostly not text) never have to be in memory at once; sorting happens afterwards.
-    outcomes: list[tuple[str, list[_Draft] | None, list[SkippedInput]]] = []
+    outcomes: list[tuple[str, list[Draft] | None, list[SkippedInput]]] = []
     for key, data in files:
         try:
             outcomes.append((key, *_drafts(key, data, chunk_size, truncation_type)))
-        except _Skip as skip:
+        except Skip as skip:
             outcomes.append((key, None, [SkippedInput(source=key, reason=str(skip))]))
     chunks: list[Chunk] = []
     skipped: list[SkippedInput] = []
