@@ -187,9 +187,10 @@ def summary_tables(results: dict[tuple, list[Curve]], datasets: list[str], strat
         cells = [f"{m:.4f} ({lo:.3f}–{hi:.3f})" for _, m, lo, hi in mean_curve(curves)]
         lines.append(f"| {ds} | {strategy} | {nz:.0%} | " + " | ".join(cells) + " |")
     lines += ["", REACH_DEFINITION, "",
-              "| dataset | strategy | labels to reach random's final | saving vs random | final (mean) | "
-              "vs gold-label baseline at the same labels (points) | vs the labeler's own accuracy (points) |",
-              "|---|---|---|---|---|---|---|"]
+              "| dataset | strategy | labels to reach random's final | saving vs random | per seed (vs that seed's random) "
+              "| final (mean) | final macro-F1 (mean) | vs gold-label baseline at the same labels (points) "
+              "| vs the labeler's own accuracy (points) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for ds in datasets:
         random_curve = mean_curve(results[(ds, "random", noise)])
         final_labels, final_random = random_curve[-1][0], random_curve[-1][1]
@@ -199,8 +200,14 @@ def summary_tables(results: dict[tuple, list[Curve]], datasets: list[str], strat
             need = labels_to_reach(curve, final_random)
             saving = f"{1 - need / final_labels:.0%}" if need is not None else "not reached"
             final = curve[-1][1]
+            per_seed = []
+            for own, rnd in zip(results[(ds, strategy, noise)], results[(ds, "random", noise)], strict=True):
+                reach = labels_to_reach(mean_curve([own]), rnd[-1]["gold_accuracy"])
+                per_seed.append(f"{reach:.0f}" if reach is not None else "—")
+            f1 = sum(c[-1]["macro_f1"] for c in results[(ds, strategy, noise)]) / len(results[(ds, strategy, noise)])
             lines.append(f"| {ds} | {strategy} | {f'{need:.0f}' if need is not None else '—'} | {saving} | "
-                         f"{final:.4f} | {100 * (final - baseline_final):+.1f} | {100 * (final - (1 - noise)):+.1f} |")
+                         f"{', '.join(per_seed)} | {final:.4f} | {f1:.3f} | {100 * (final - baseline_final):+.1f} | "
+                         f"{100 * (final - (1 - noise)):+.1f} |")
     return lines
 
 
@@ -240,7 +247,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (1 lets two jobs share 2 cores)")
     p.add_argument("--override", default="{}", help='JSON of TrainConfig fields to change, e.g. \'{"epochs": 2}\'')
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--from-json", type=Path, help="print the tables of an earlier run's saved curves; run nothing")
     args = p.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results = {(k.split("|")[0], k.split("|")[1], float(k.split("|")[2])): v for k, v in saved.items()}
+        datasets = list(dict.fromkeys(k[0] for k in results))
+        strategies = list(dict.fromkeys(k[1] for k in results if k[2] == args.noise))
+        schedule = [pt["labels"] for pt in next(iter(results.values()))[0]]
+        print("\n".join(summary_tables(results, datasets, strategies, args.noise, schedule)))
+        return
     overrides = json.loads(args.override)
     strategies = ["random"] + [s for s in args.strategies if s != "random"]  # random is the reference
     kinds = [(ds, "random", 0.0) for ds in args.datasets]

@@ -99,15 +99,27 @@ def test_kmeans_separates_blobs() -> None:
 
 
 def test_uncertain_spreads_the_increment_over_classes_toward_the_rare_ones() -> None:
-    # six candidates: the four lowest margins are all predicted "a"; "b" has few labels so far
+    # the two lowest margins are predicted "a"; "b" has few labels so far
     ids = list("pqrstu")
     texts = ["one", "two", "three", "four", "five", "six"]
-    probs = np.array([[0.50, 0.50, 0.0], [0.52, 0.48, 0.0], [0.54, 0.46, 0.0], [0.56, 0.44, 0.0],
-                      [0.30, 0.70, 0.0], [0.10, 0.90, 0.0]])
-    assert select_uncertain(ids, texts, probs, 2) == ["p", "q"]  # plain margin: both from the a/b boundary
+    probs = np.array([[0.50, 0.50, 0.0], [0.52, 0.48, 0.0], [0.45, 0.55, 0.0], [0.40, 0.60, 0.0],
+                      [0.30, 0.70, 0.0], [0.05, 0.95, 0.0]])
+    assert select_uncertain(ids, texts, probs, 2) == ["p", "q"]  # plain margin: both predicted "a"
     # with counts, "b" (2 labels) gets the share: its lowest-margin candidates first
     chosen = select_uncertain(ids, texts, probs, 2, ["a", "b", "c"], {"a": 10, "b": 2, "c": 10})
-    assert chosen == ["t", "u"]
+    assert chosen == ["r", "s"]
     # "c" is short too but nothing is predicted "c": its share goes to the lowest margins overall
     chosen = select_uncertain(ids, texts, probs, 3, ["a", "b", "c"], {"a": 10, "b": 10, "c": 0})
     assert chosen == ["p", "q", "r"]
+
+
+def test_uncertain_class_shares_come_only_from_the_shortlist() -> None:
+    # "b" needs every label, but only "u" and "t" (confident "b") are predicted "b" beyond the 2k shortlist
+    ids = list("pqrstu")
+    texts = ["one", "two", "three", "four", "five", "six"]
+    probs = np.array([[0.50, 0.50], [0.52, 0.48], [0.54, 0.46], [0.44, 0.56], [0.10, 0.90], [0.05, 0.95]])
+    counts = {"a": 10, "b": 0}
+    # shortlist of 2 * 2 = 4 lowest margins: p, q, r, s; of those only "s" is predicted "b"
+    assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts) == ["s", "p"]
+    # without a real shortlist, the share would buy the confident "b" chunks too
+    assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts, shortlist=3.0) == ["s", "t"]
