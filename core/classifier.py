@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.errors import TrainingError
-from core.training import META_FILE, encode, intra_op_threads, pad_batch
+from core.training import META_FILE, intra_op_threads, shortest_first_batches
 
 class Classifier:
     """A trained classifier in memory: texts in, labels and class probabilities out."""
@@ -61,12 +61,11 @@ class Classifier:
         probs = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
         if texts:
             try:
-                seqs = encode(self._tokenizer, texts, self._max_length, self._truncation_type)
-                order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+                batches = shortest_first_batches(self._tokenizer, texts, self._max_length, self._truncation_type,
+                                                 batch_size)
                 with intra_op_threads(self._threads), torch.inference_mode():
-                    for start in range(0, len(order), batch_size):
-                        idx = order[start : start + batch_size]
-                        logits = self._model(**pad_batch(self._tokenizer, [seqs[i] for i in idx])).logits
+                    for idx, batch in batches:
+                        logits = self._model(**batch).logits
                         probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
             except (RuntimeError, ValueError) as exc:
                 raise TrainingError(f"prediction failed: {exc}") from exc

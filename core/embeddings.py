@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from core.errors import TrainingError
-from core.training import encode, intra_op_threads, pad_batch
+from core.training import intra_op_threads, shortest_first_batches
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -39,12 +39,9 @@ def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, trunc
     if not texts:
         return out
     try:
-        seqs = encode(tokenizer, texts, max_length, truncation_type)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        batches = shortest_first_batches(tokenizer, texts, max_length, truncation_type, batch_size)
         with intra_op_threads(threads), torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = pad_batch(tokenizer, [seqs[i] for i in idx])
+            for idx, batch in batches:
                 hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
                 out[idx] = mean_pool(hidden, batch["attention_mask"]).numpy()
     except (RuntimeError, ValueError) as exc:

@@ -162,6 +162,17 @@ def pad_batch(tokenizer: Any, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
     return tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
 
 
+def shortest_first_batches(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str,
+                           batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """``(input positions, padded batch)`` for inference: encoded as for training, shortest first so batches
+    pad little; callers put results back in input order with the positions."""
+    seqs = encode(tokenizer, texts, max_length, truncation_type)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, pad_batch(tokenizer, [seqs[i] for i in idx])
+
+
 # --- training pieces ----------------------------------------------------------------------------------------
 
 
