@@ -41,7 +41,7 @@ COPY handlers/ handlers/
 
 # Fail the build, not the first job, if the bundled base model cannot be found offline. The user owns nothing
 # in /app: a job writes only to S3 and to /tmp.
-RUN python -c 'import pathlib; from core.training import BUNDLED_MODEL, resolve_base_model; assert (pathlib.Path(resolve_base_model(BUNDLED_MODEL)) / "config.json").is_file()' \
+RUN python -c 'import pathlib; from core.model.encoding import BUNDLED_MODEL, resolve_base_model; assert (pathlib.Path(resolve_base_model(BUNDLED_MODEL)) / "config.json").is_file()' \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin bootstrapper
 USER 10001
 

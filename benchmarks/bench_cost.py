@@ -2,12 +2,12 @@
 1,000-label job at list prices (litellm's cost map): 200 test labels by ``gpt-4o``, 800 training labels by
 ``gpt-4o-mini``, plus the one rules call.
 
-Prompts are the product's own (``core.labeling.LabelPrompt``, JSON-schema mode) over the first 1,000 SMS texts,
+Prompts are the product's own (``core.llm.labeling.LabelPrompt``, JSON-schema mode) over the first 1,000 SMS texts,
 with ``benchmarks/data/example_rules_sms.txt`` standing in for the rules a large model writes (its length is
 printed: rules a model writes may be longer or shorter). The reply is a typical
 ``{"reason": <12 words>, "label": ...}``. No call is made.
 
-Baseline in the same run: ``bootstrapper plan``'s estimate for the same job (``core.plan.estimate``), so the
+Baseline in the same run: ``bootstrapper plan``'s estimate for the same job (``core.run.plan.estimate``), so the
 planner's accuracy is checked too. Prompt caching: the rules sit in a stable system-message prefix; the table
 says whether that prefix reaches the 1,024 tokens OpenAI needs to cache it (if not, no discount is assumed).
 
@@ -27,10 +27,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 from benchmarks.common import append_result, shared_data  # noqa: E402
-from core.labeling import LabelPrompt  # noqa: E402
-from core.ledger import cost_of  # noqa: E402
-from core.llm import _litellm  # noqa: E402
-from core.rules import build_rules_messages  # noqa: E402
+from core.llm.client import _litellm
+from core.llm.labeling import LabelPrompt
+from core.llm.ledger import cost_of
+from core.llm.rules import build_rules_messages
 from core.schema import Chunk  # noqa: E402
 
 LARGE, SMALL = "gpt-4o", "gpt-4o-mini"
@@ -76,7 +76,7 @@ def main() -> None:
     lines.append(f"| **total** | | {sum(s[2] for s in per_stage)} | {sum(s[3] for s in per_stage):,} | "
                  f"{sum(s[4] for s in per_stage):,} | | **{total_cost:.4f}** |")
 
-    from core.plan import estimate
+    from core.run.plan import estimate
 
     settings = SimpleNamespace(
         classification=SimpleNamespace(classes=CLASSES, desc=DESC),

@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import yaml  # noqa: E402
 
 from benchmarks.common import REPO, append_result, shared_data  # noqa: E402
-from core.metrics import evaluate  # noqa: E402
+from core.model.metrics import evaluate
 from oracle.process import start_oracle  # noqa: E402
 
 DATASETS = {
@@ -69,8 +69,9 @@ def gold_of(out: Path) -> dict[str, str]:
 
 def gold_baseline(out: Path, gold: dict[str, str], classes: list[str], held_out: list[str], n_iter: int) -> float:
     """Same base model and settings, trained on the same chunks with their human labels."""
-    from core.classifier import load_classifier
-    from core.training import TrainConfig, resolve_base_model, train_classifier
+    from core.model.classifier import load_classifier
+    from core.model.encoding import resolve_base_model
+    from core.model.training import TrainConfig, train_classifier
 
     rows = [json.loads(line) for line in (out / f"classifiers/datasets/dataset_{n_iter}.jsonl").open()]
     texts = [r["text"] for r in rows]

@@ -1,9 +1,9 @@
 """LLM fan-out: wall time of N labels through our whole labeling path vs the ideal and vs bare HTTP clients.
 
-Our path: ``core.labeling.label_many`` -> ``LLMGateway`` (cache lookup, ledger) -> ``LiteLLMClient`` (litellm,
+Our path: ``core.llm.labeling.label_many`` -> ``LLMGateway`` (cache lookup, ledger) -> ``LiteLLMClient`` (litellm,
 retries, concurrency limit) -> HTTP -> the local oracle server (a stand-in LLM answering from human labels)
 with a fixed latency, storing every reply in the response cache and every label in a shard log; once in one
-process, once spread over forked worker processes by ``core.workers`` (the job's default, 2), fork included.
+process, once spread over forked worker processes by ``core.llm.fanout`` (the job's default, 2), fork included.
 Ideal: ceil(N / concurrency) * latency. Baseline measured in the same run: N requests from ``concurrency``
 bare aiohttp clients against the same server (the floor the server and network impose).
 
@@ -28,17 +28,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 from benchmarks.common import append_result, shared_data  # noqa: E402
-from core.cache import ResponseCache  # noqa: E402
-from core.gateway import LLMGateway  # noqa: E402
-from core.labeling import LabelPrompt, label_many  # noqa: E402
-from core.ledger import Ledger  # noqa: E402
-from core.llm import Endpoint, LiteLLMClient, LLMOptions  # noqa: E402
+from core.llm.cache import ResponseCache
+from core.llm.client import Endpoint, LiteLLMClient, LLMOptions
+from core.llm.fanout import LabelWorker, label_in_processes
+from core.llm.gateway import LLMGateway
+from core.llm.labeling import LabelPrompt, label_many
+from core.llm.ledger import Ledger
 from core.schema import Chunk  # noqa: E402
-from core.shards import ShardWriter  # noqa: E402
-from core.storage import LocalStorage  # noqa: E402
-from core.workers import LabelWorker, label_in_processes  # noqa: E402
+from core.storage.backends import LocalStorage
+from core.storage.jsonl_log import ShardWriter
 from oracle.process import start_oracle  # noqa: E402
-
 
 PROMPT = LabelPrompt(["ham", "spam"], "Spam is unsolicited commercial messaging; everything else is ham.",
                      "json_schema")
@@ -66,7 +65,7 @@ def ours(base_url: str, chunks: list[Chunk], concurrency: int, model: str) -> tu
 
 def ours_processes(base_url: str, chunks: list[Chunk], concurrency: int, model: str, processes: int,
                    ) -> tuple[float, int]:
-    """The path the job takes by default: ``core.workers`` forks ``processes`` children (fork time included)."""
+    """The path the job takes by default: ``core.llm.fanout`` forks ``processes`` children (fork time included)."""
     root = Path(tempfile.mkdtemp(prefix="fanout-mp-"))
 
     def make(share: int) -> LabelWorker:

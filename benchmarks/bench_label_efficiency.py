@@ -1,7 +1,7 @@
 """Label efficiency: gold accuracy of the classifier vs the number of LLM labels, per selection strategy.
 
-Replays the bootstrapping loop with the product's own pieces (``core.selection`` picks: for ``uncertainty``
-and ``balanced`` the first set is ``representatives`` of base-model embeddings, as in the product; ``core.training``
+Replays the bootstrapping loop with the product's own pieces (``core.model.selection`` picks: for ``uncertainty``
+and ``balanced`` the first set is ``representatives`` of base-model embeddings, as in the product; ``core.model.training``
 trains from the base model on the cumulative labels each iteration with the default ``training.*`` settings,
 as the pipeline does) on SMS spam and TREC from ``../shared/data``. The "LLM" is the oracle's labeling rule
 (``oracle.answers.noisy_label``: the human label, flipped to another class for a deterministic ``--noise``
@@ -40,7 +40,7 @@ from benchmarks.common import RESULTS, append_result, shared_data  # noqa: E402
 DATASETS = {"sms": ("sms_spam.jsonl", ["ham", "spam"]),
             "trec": ("trec6.jsonl", ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"])}
 EVAL_SIZE = 1000
-CANDIDATES = 4000  # as core.steps.SELECTION_CANDIDATES: chunks scored per iteration
+CANDIDATES = 4000  # as core.run.steps.SELECTION_CANDIDATES: chunks scored per iteration
 REACH_DEFINITION = (
     "'labels to reach' = the smallest number of labels at which the strategy's mean curve (over seeds) first "
     "reaches random's mean final gold accuracy at the same noise, interpolating linearly between measured "
@@ -60,9 +60,10 @@ def load(dataset: str, seed: int) -> tuple[list[dict], list[dict], list[str]]:
 
 
 def default_train_config(classes: list[str], seed: int, threads: int | None, overrides: dict) -> object:
-    """The product's training recipe: ``training.*`` defaults from ``core.config``, as ``core.steps`` builds it."""
+    """The product's training recipe: ``training.*`` defaults from ``core.config``, as ``core.run.steps`` builds it."""
     from core.config import TrainingSettings
-    from core.training import TrainConfig, resolve_base_model
+    from core.model.encoding import resolve_base_model
+    from core.model.training import TrainConfig
 
     t = TrainingSettings()
     cfg = TrainConfig(model_path=resolve_base_model(t.model_path), classes=classes, epochs=t.epochs,
@@ -76,19 +77,19 @@ def default_train_config(classes: list[str], seed: int, threads: int | None, ove
 
 def pick(strategy: str, remaining: list[dict], labeled: list[dict], k: int, model_dir: Path | None,
          classes: list[str], threads: int | None, seed: int) -> tuple[list[dict], list[dict]]:
-    """The next ``k`` texts to label and what remains, as ``core.steps`` chooses them."""
-    from core import selection
-    from core.classifier import load_classifier
+    """The next ``k`` texts to label and what remains, as ``core.run.steps`` chooses them."""
+    from core.model import selection
+    from core.model.classifier import load_classifier
 
     if strategy == "random" or len(remaining) <= k:
         return remaining[:k], remaining[k:]
     cands = remaining[:CANDIDATES]
     texts = [r["text"] for r in cands]
     ids = [str(i) for i in range(len(cands))]
-    if model_dir is None:  # no classifier yet: representatives of the base model's embeddings, as core.steps
+    if model_dir is None:  # no classifier yet: representatives of the base model's embeddings, as core.run.steps
         from core.config import TrainingSettings
-        from core.embeddings import embed_texts
-        from core.training import resolve_base_model
+        from core.model.embeddings import embed_texts
+        from core.model.encoding import resolve_base_model
 
         t = TrainingSettings()
         vectors = embed_texts(resolve_base_model(t.model_path), texts, max_length=t.max_length,
@@ -113,9 +114,9 @@ def pick(strategy: str, remaining: list[dict], labeled: list[dict], k: int, mode
 def run_curve(task: tuple[str, str, float, int, list[int], int | None, dict]) -> tuple[tuple, Curve]:
     """One strategy's curve for one seed: label, train from the base model, score on gold, repeat."""
     dataset, strategy, noise, seed, schedule, threads, overrides = task
-    from core.metrics import evaluate
-    from core.classifier import load_classifier
-    from core.training import train_classifier
+    from core.model.classifier import load_classifier
+    from core.model.metrics import evaluate
+    from core.model.training import train_classifier
     from oracle.answers import noisy_label
 
     held_out, remaining, classes = load(dataset, seed)

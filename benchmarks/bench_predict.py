@@ -57,7 +57,8 @@ def rows() -> list[dict]:
 
 
 def train(model_dir: Path) -> None:
-    from core.training import TrainConfig, resolve_base_model, train_classifier
+    from core.model.encoding import resolve_base_model
+    from core.model.training import TrainConfig, train_classifier
 
     data = rows()[:TRAIN_N]
     cfg = TrainConfig(model_path=resolve_base_model(""), classes=CLASSES)
@@ -71,8 +72,8 @@ def predict_set(all_rows: list[dict], n: int) -> list[dict]:
 
 def check_accuracy(model_dir: Path) -> float:
     """Float32 accuracy on the check texts: what the evaluate step has already measured before prediction."""
-    from core.predict import evaluate_classifier
-    from core.classifier import load_classifier
+    from core.model.classifier import load_classifier
+    from core.model.predict import evaluate_classifier
 
     check_rows = rows()[CHECK]
     return evaluate_classifier(load_classifier(model_dir), [r["text"] for r in check_rows],
@@ -87,9 +88,9 @@ def variant(name: str, model_dir: Path, n: int, fp32_check: float) -> dict:
     started = time.perf_counter()
     precision = VARIANTS[name]
     if precision is not None:
-        from core.predict import choose_precision, predict_stream
+        from core.model.classifier import load_classifier
+        from core.model.predict import choose_precision, predict_stream
         from core.schema import Chunk
-        from core.classifier import load_classifier
 
         check_rows = all_rows[CHECK]
         clf, decision = choose_precision(load_classifier(model_dir), precision, [r["text"] for r in check_rows],

@@ -3,7 +3,7 @@
 All three fine-tune the bundled MiniLM on the same human-labeled SMS spam examples for the same number of
 epochs, then predict 500 other examples and are scored against their gold labels.
 
-  (a) ours   core.training.train_classifier with its defaults (length-grouped dynamic padding, max_length 128)
+  (a) ours   core.model.training.train_classifier with its defaults (length-grouped dynamic padding, max_length 128)
   (b) theirs HF Trainer with defaults, every example padded to 512 tokens, warmup_steps=100, batch 16
              (the recipe in Augmentoolkit's classifier creator)
   (c) bare   a plain forward/backward/AdamW loop over exactly our batches: no scheduler, class weights or
@@ -36,17 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from core.metrics import evaluate  # noqa: E402
-from core.classifier import load_classifier  # noqa: E402
-from core.training import (  # noqa: E402
-    TrainConfig,
-    encode,
-    length_grouped_batches,
-    pad_batch,
-    resolve_base_model,
-    seed_everything,
-    train_classifier,
-)
+from core.model.classifier import load_classifier
+from core.model.encoding import encode, pad_batch, resolve_base_model
+from core.model.metrics import evaluate
+from core.model.training import TrainConfig, length_grouped_batches, seed_everything, train_classifier
 
 DATA = Path("/work/shared/data/sms_spam.jsonl")
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -113,7 +113,7 @@ class TrainingSettings(_Section):
     predict_batch_size: Size = 64
     predict_shards: Size = 1
     # auto: int8, else bf16 (where the CPU has bf16 instructions), else fp32; a reduced one is used only when it
-    # costs at most 0.5 accuracy points against fp32 on the test set (core.predict.choose_precision)
+    # costs at most 0.5 accuracy points against fp32 on the test set (core.model.predict.choose_precision)
     predict_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
 
 

@@ -21,32 +21,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core import prediction_counts, steps
 from core.config import config_fingerprint
 from core.errors import StateError
-from core.prediction_counts import PredictionSummary
-from core.report import PREDICTIONS_COUNTER
+from core.report.render import PREDICTIONS_COUNTER
+from core.run import final_prediction as prediction_counts
+from core.run import steps
+from core.run.context import RunContext
+from core.run.final_prediction import PredictionSummary
+from core.run.lease import Lease, acquire_lease, release_lease, renew_lease
+from core.run.state import Limits, State, Step, check_resumable, load_state, next_step, save_state
 from core.schema import CallRecord
-from core.state import (
-    Lease,
-    Limits,
-    State,
-    Step,
-    acquire_lease,
-    check_resumable,
-    load_state,
-    next_step,
-    release_lease,
-    renew_lease,
-    save_state,
-)
-from core.steps import RunContext
 
 log = logging.getLogger("bootstrapper")
 
 
 def _do_report(ctx: RunContext, state: State) -> None:
-    from core import meta
+    from core.report import meta_dataset as meta
 
     recovered = ctx.gateway.recover_unrecorded(since=state.created_at)
     if recovered:
@@ -65,7 +55,7 @@ def _do_report(ctx: RunContext, state: State) -> None:
 
 def render_report(ctx: RunContext, state: State) -> list[str]:
     """report.md, metrics.json and the plots for ``state``, through ``core.report.write_report``."""
-    from core import report
+    from core.report import render as report
 
     records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
     ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
@@ -143,7 +133,7 @@ def note_predictions_pending(ctx: RunContext, shards: int, jobs: dict[str, str],
 
 
 def _rules_result(ctx: RunContext):  # type: ignore[no-untyped-def]
-    from core.rules import RulesResult
+    from core.llm.rules import RulesResult
     from core.schema import LLMReply
 
     d = json.loads(ctx.output.read_text(steps.RULES_KEY))
@@ -154,7 +144,7 @@ def _rules_result(ctx: RunContext):  # type: ignore[no-untyped-def]
 
 def _label_calls(ctx: RunContext) -> list[tuple[list[dict], str]]:
     """(messages, raw reply) of every successful label, rebuilt from the cache: no call is repeated."""
-    from core import labeling
+    from core.llm import labeling
 
     chunks = steps.load_chunks(ctx)
     out: list[tuple[list[dict], str]] = []
@@ -170,7 +160,7 @@ def _label_calls(ctx: RunContext) -> list[tuple[list[dict], str]]:
 
 
 def _failed_examples(ctx: RunContext, limit: int = 5) -> list[dict]:
-    from core import labeling
+    from core.llm import labeling
 
     failed = []
     for prefix in (steps.TEST_LABELS, steps.TRAIN_LABELS):

@@ -39,8 +39,8 @@ def _load(config: str) -> tuple[Any, str, str, Any]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from core.steps import ingest_inputs
-    from core.storage import open_storage
+    from core.run.steps import ingest_inputs
+    from core.storage.backends import open_storage
 
     settings, inp, out, client = _load(args.config)
     result = ingest_inputs(settings, open_storage(inp, s3_client=client), open_storage(out, s3_client=client))
@@ -50,9 +50,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from core.plan import estimate, format_plan
-    from core.steps import ingest_inputs
-    from core.storage import open_storage
+    from core.run.plan import estimate, format_plan
+    from core.run.steps import ingest_inputs
+    from core.storage.backends import open_storage
 
     settings, inp, _out, client = _load(args.config)
     result = ingest_inputs(settings, open_storage(inp, s3_client=client), None)
@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from core.pipeline import status_state
-    from core.steps import do_predict
+    from core.run.steps import do_predict
 
     try:
         index, count = (int(x) for x in args.shard.split("/"))
@@ -114,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from core.pipeline import refresh_report
-    from core.prediction_counts import detect_shards
+    from core.run.final_prediction import detect_shards
 
     settings, inp, out, client = _load(args.config)
     ctx = wiring.build_context(settings, inp, out, s3_client=client)
@@ -132,10 +132,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from core.ledger import Ledger, totals
+    from core.llm.ledger import Ledger, totals
     from core.pipeline import status_state
-    from core.report import format_status
-    from core.storage import open_storage
+    from core.report.render import format_status
+    from core.storage.backends import open_storage
 
     storage = open_storage(args.output, s3_client=_s3_client_if_needed(args.output))
     state = status_state(storage)

@@ -27,8 +27,8 @@ def _earlier_run_is_stale() -> bool:
     to protect, so it starts over instead of failing for someone who re-runs it after an update.
     """
     from core.config import config_fingerprint
-    from core.state import load_state
-    from core.storage import open_storage
+    from core.run.state import load_state
+    from core.storage.backends import open_storage
     from handlers.wiring import load_config
 
     try:

@@ -108,14 +108,14 @@ def progress_factory(enabled: bool | None = None) -> Callable[[str, int], Callab
 
 
 def make_s3_client_from_env(environ: Mapping[str, str]) -> Any:
-    from core.storage import make_s3_client
+    from core.storage.backends import make_s3_client
 
     return make_s3_client(endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
                           region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None)
 
 
 def read_text_uri(uri: str, s3_client: Any = None) -> str:
-    from core.storage import open_storage
+    from core.storage.backends import open_storage
 
     if uri.startswith(S3):
         bucket_key = uri[len(S3):]
@@ -154,7 +154,7 @@ def load_config(config_uri: str, environ: Mapping[str, str], s3_client: Any = No
 
 
 def endpoints(settings: Settings) -> tuple[Any, Any]:
-    from core.llm import Endpoint
+    from core.llm.client import Endpoint
 
     api = settings.api
 
@@ -179,12 +179,12 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
         return None
 
     def make(concurrency: int) -> Any:
-        from core.cache import ResponseCache
-        from core.gateway import LLMGateway
-        from core.ledger import Ledger
-        from core.llm import LiteLLMClient, LLMOptions
-        from core.storage import open_storage
-        from core.workers import LabelWorker
+        from core.llm.cache import ResponseCache
+        from core.llm.client import LiteLLMClient, LLMOptions
+        from core.llm.fanout import LabelWorker
+        from core.llm.gateway import LLMGateway
+        from core.llm.ledger import Ledger
+        from core.storage.backends import open_storage
 
         sysc = settings.system
         client = new_s3_client() if output_uri.startswith(S3) and new_s3_client is not None else None
@@ -201,12 +201,12 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
 def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_client: Any = None,
                   should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
                   progress: bool | None = None, new_s3_client: Callable[[], Any] | None = None) -> Any:
-    from core.cache import ResponseCache
-    from core.gateway import LLMGateway
-    from core.ledger import Ledger
-    from core.llm import LiteLLMClient, LLMOptions
-    from core.steps import RunContext
-    from core.storage import open_storage
+    from core.llm.cache import ResponseCache
+    from core.llm.client import LiteLLMClient, LLMOptions
+    from core.llm.gateway import LLMGateway
+    from core.llm.ledger import Ledger
+    from core.run.context import RunContext
+    from core.storage.backends import open_storage
 
     if s3_client is None and (input_uri.startswith(S3) or output_uri.startswith(S3)):
         raise ConfigError("path", "an s3:// location needs an S3 client")

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from core.config import config_fingerprint
-from core.predict import shard_of
-from core.state import IterationRecord, State, Step, save_state
-from core.steps import prediction_key
+from core.model.predict import shard_of
+from core.run.state import IterationRecord, State, Step, save_state
+from core.run.steps import prediction_key
 from handlers import wiring
 
 CLASSES = ["ham", "spam"]
@@ -49,7 +49,7 @@ class FinishedRun:
 def finished_run(folder: Path, env: Mapping[str, str], *, n_chunks: int = 40, n_test: int = 6,
                  n_trained: int = 4) -> FinishedRun:
     """``folder/config.yaml`` and ``folder/out``: a run that finished without predicting (as ``run`` does in Batch)."""
-    from core.storage import LocalStorage
+    from core.storage.backends import LocalStorage
 
     cfg = {"classification": {"classes": CLASSES, "desc": "Spam or not.", "predict_on_whole_set_at_the_end": True},
            "training": {"predict_shards": 3},

@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 
 from core.config import config_fingerprint, load_settings
 from core.errors import ConfigError, ObjectNotFound, PermanentError
-from core.storage import LocalStorage, open_storage
+from core.storage.backends import LocalStorage, open_storage
 from handlers.batch_job import (
     ARRAY_MARKER_KEY,
     EXIT_CONFIG,

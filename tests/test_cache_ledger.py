@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from core.cache import ResponseCache, cache_key, call_params, request_key
 from core.errors import StorageUnavailable
-from core.ledger import COST_UNKNOWN_NOTE, MAX_BUFFER, Ledger, cost_of, totals
+from core.llm.cache import ResponseCache, cache_key, call_params, request_key
+from core.llm.ledger import COST_UNKNOWN_NOTE, MAX_BUFFER, Ledger, cost_of, totals
 from core.schema import CallRecord, LLMReply
-from core.storage import LocalStorage, Storage
+from core.storage.backends import LocalStorage, Storage
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "label this"}]
 PARAMS = call_params(response_format={"type": "json_object"}, max_tokens=400, temperature=0.0, logprobs=False)

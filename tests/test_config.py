@@ -239,11 +239,11 @@ def test_settings_are_immutable() -> None:
 
 
 def test_training_defaults_match_the_trainer_defaults() -> None:
-    # The settings mirror core.training.TrainConfig; a default changed in one place only would make a run
+    # The settings mirror core.model.training.TrainConfig; a default changed in one place only would make a run
     # differ from the benchmarks (which build TrainConfig directly) without anyone noticing.
     from dataclasses import fields
 
-    from core.training import TrainConfig
+    from core.model.training import TrainConfig
 
     settings = load_settings(yaml.safe_dump(BASE)).training
     shared = [f for f in fields(TrainConfig) if f.name in type(settings).model_fields and f.name != "model_path"]

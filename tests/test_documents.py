@@ -1,4 +1,4 @@
-"""Tests of core.documents: readers, skip reasons, chunking, truncation, ids, dedup and the ingest report."""
+"""Tests of core.ingest.chunking: readers, skip reasons, chunking, truncation, ids, dedup and the ingest report."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from core.documents import SUPPORTED_EXTENSIONS, TRUNCATION_MARKER, IngestResult, chunk_id, chunk_text, ingest, truncate
 from core.errors import ConfigError, NoUsableChunks, PermanentError
+from core.ingest.chunking import (
+    SUPPORTED_EXTENSIONS,
+    TRUNCATION_MARKER,
+    IngestResult,
+    chunk_id,
+    chunk_text,
+    ingest,
+    truncate,
+)
 from tests.fixtures.inputs import (
     docx_bytes,
     encrypted_pdf_bytes,

@@ -1,4 +1,4 @@
-"""Base-model sentence embeddings (core.embeddings) on the tiny random-init BERT."""
+"""Base-model sentence embeddings (core.model.embeddings) on the tiny random-init BERT."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.embeddings import embed_texts, mean_pool
 from core.errors import TrainingError
+from core.model.embeddings import embed_texts, mean_pool
 
 
 def test_mean_pool_ignores_padding() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from core.cache import ResponseCache
-from core.gateway import LLMGateway
-from core.labeling import LabelPrompt, label_many, load_labels, needs_label
-from core.ledger import Ledger
-from core.llm import Endpoint, LiteLLMClient, LLMOptions
+from core.llm.cache import ResponseCache
+from core.llm.client import Endpoint, LiteLLMClient, LLMOptions
+from core.llm.gateway import LLMGateway
+from core.llm.labeling import LabelPrompt, label_many, load_labels, needs_label
+from core.llm.ledger import Ledger
 from core.schema import Chunk
-from core.shards import ShardWriter
-from core.storage import LocalStorage, Storage
+from core.storage.backends import LocalStorage, Storage
+from core.storage.jsonl_log import ShardWriter
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 
 SMS = ["ham", "spam"]

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from core.cache import ResponseCache, request_key
 from core.errors import (
     BootstrapperError,
     LLMAuthError,
@@ -22,11 +21,12 @@ from core.errors import (
     LLMUnavailable,
     StorageUnavailable,
 )
-from core.gateway import LLMGateway
-from core.ledger import COST_UNKNOWN_NOTE, Ledger, totals
-from core.llm import Endpoint
+from core.llm.cache import ResponseCache, request_key
+from core.llm.client import Endpoint
+from core.llm.gateway import LLMGateway
+from core.llm.ledger import COST_UNKNOWN_NOTE, Ledger, totals
 from core.schema import CallRecord, LLMReply
-from core.storage import LocalStorage, Storage
+from core.storage.backends import LocalStorage, Storage
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 ENDPOINT = Endpoint(model="openai/gpt-4o-mini", base_url="http://127.0.0.1:9/v1", api_key=API_KEY)

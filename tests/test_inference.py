@@ -1,4 +1,4 @@
-"""Reduced-precision prediction: core.inference conversions, the accuracy guard in core.predict, the setting.
+"""Reduced-precision prediction: core.model.precision conversions, the accuracy guard in core.model.predict, the setting.
 
 Runs the tiny random-init BERT fine-tuned on the synthetic task (tests/fixtures/models.py) at bf16 and int8.
 """
@@ -13,9 +13,9 @@ import yaml
 
 from core.config import load_settings
 from core.errors import ConfigError
-from core.inference import at_precision, int8_available, native_bf16, precision_candidates, resolve_precision
-from core.predict import MAX_ACCURACY_DROP, PrecisionCheck, choose_precision, evaluate_classifier, keep_reduced
-from core.classifier import Classifier, load_classifier
+from core.model.classifier import Classifier, load_classifier
+from core.model.precision import at_precision, int8_available, native_bf16, precision_candidates, resolve_precision
+from core.model.predict import MAX_ACCURACY_DROP, PrecisionCheck, choose_precision, evaluate_classifier, keep_reduced
 from tests.fixtures.models import CLASSES, synthetic_task
 
 REDUCED = ["bf16", "int8"]

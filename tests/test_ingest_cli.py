@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from core.storage import open_storage
+from core.storage.backends import open_storage
 from tests.pipeline_helpers import REPO, cli, cli_env
 
 MIXED = REPO / "examples" / "mixed"

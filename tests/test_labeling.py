@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.labeling import LabelPrompt, label_confidence, label_schema, match_class, needs_label, parse_reply
+from core.llm.labeling import LabelPrompt, label_confidence, label_schema, match_class, needs_label, parse_reply
 from core.schema import Label, LLMReply
 
 SMS = ["ham", "spam"]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from core.errors import LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable
-from core.llm import (
+from core.llm.client import (
     LLM,
     Endpoint,
     LiteLLMClient,

@@ -1,4 +1,4 @@
-"""Tests for core.meta: chat-format examples per meta_datagen key and extra template, and the JSONL file."""
+"""Tests for core.report.meta_dataset: chat-format examples per meta_datagen key and extra template, and the JSONL file."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.config import MetaDatagenSettings
-from core.labeling import LabelPrompt
-from core.meta import (
+from core.llm.labeling import LabelPrompt
+from core.llm.rules import RulesResult, build_rules_messages
+from core.report.meta_dataset import (
     META_DATASET_KEY,
     META_KEYS,
     build_meta_examples,
@@ -17,9 +18,8 @@ from core.meta import (
     validate_meta_keys,
     write_meta_dataset,
 )
-from core.rules import RulesResult, build_rules_messages
 from core.schema import LLMReply
-from core.storage import LocalStorage
+from core.storage.backends import LocalStorage
 
 CLASSES = ["billing", "technical", "other"]
 DESC = "Support tickets: money questions, broken things, everything else."

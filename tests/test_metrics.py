@@ -1,4 +1,4 @@
-"""core.metrics: hand-computed confusion matrices and Wilson intervals, empty classes, invariants."""
+"""core.model.metrics: hand-computed confusion matrices and Wilson intervals, empty classes, invariants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.metrics import evaluate, wilson_interval
+from core.model.metrics import evaluate, wilson_interval
 from core.schema import Metrics
 
 

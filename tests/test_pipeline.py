@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.storage import Storage, open_storage
+from core.storage.backends import Storage, open_storage
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 from tests.pipeline_helpers import cli, cli_env, job_config, sample_rows, start_cli, wait_for, write_yaml
 

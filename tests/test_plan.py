@@ -8,8 +8,8 @@ import pytest
 
 from core.config import Settings, load_settings
 from core.errors import NoUsableChunks
-from core.ledger import cost_of
-from core.plan import LABEL_TOKENS_OUT, PlanEstimate, estimate, even_sample, format_plan, label_counts
+from core.llm.ledger import cost_of
+from core.run.plan import LABEL_TOKENS_OUT, PlanEstimate, estimate, even_sample, format_plan, label_counts
 from core.schema import Chunk
 
 
@@ -34,7 +34,7 @@ def by_stage(est: PlanEstimate, scenario: str) -> dict[str, dict[str, object]]:
 
 @pytest.mark.parametrize(
     ("n", "expected"),
-    # the test set takes at most half the chunks (core.splits.test_size_for), as the real split does
+    # the test set takes at most half the chunks (core.run.splits.test_size_for), as the real split does
     [(1000, (200, 200, 400)), (500, (200, 200, 300)), (450, (200, 200, 250)), (350, (175, 175, 175)),
      (50, (25, 25, 25))],
     ids=["plenty", "max-capped", "min-capped", "test-halved", "small"],

@@ -1,4 +1,4 @@
-"""core.predict: streaming prediction keeps input order and reads lazily; shards partition the chunks."""
+"""core.model.predict: streaming prediction keeps input order and reads lazily; shards partition the chunks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import ConfigError
-from core.predict import evaluate_classifier, predict_stream, select_shard, shard_of
+from core.model.classifier import Classifier, load_classifier
+from core.model.predict import evaluate_classifier, predict_stream, select_shard, shard_of
 from core.schema import Chunk
-from core.classifier import Classifier, load_classifier
 from tests.fixtures.models import CLASSES, synthetic_task
 
 

@@ -1,4 +1,4 @@
-"""core.prediction_counts: counting a final prediction per label and per shard, naming what is missing.
+"""core.run.final_prediction: counting a final prediction per label and per shard, naming what is missing.
 
 The pure ``summarize`` is tested case by case; ``gather`` against a real ``LocalStorage`` holding part files.
 """
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.prediction_counts import (
+from core.model.predict import shard_of
+from core.run.final_prediction import (
     EMPTY,
     EXTRA,
     MISSING,
@@ -25,9 +26,8 @@ from core.prediction_counts import (
     shards_from_keys,
     summarize,
 )
-from core.predict import shard_of
-from core.steps import prediction_key
-from core.storage import LocalStorage
+from core.run.steps import prediction_key
+from core.storage.backends import LocalStorage
 
 
 @pytest.mark.parametrize(("file", "expected", "status"), [
@@ -110,7 +110,7 @@ def test_in_process_prediction_is_counted_by_the_report_step(tmp_path: Path) -> 
     import json
 
     from core.pipeline import run
-    from core.state import Step, load_state, save_state
+    from core.run.state import Step, load_state, save_state
     from handlers import wiring
     from tests.prediction_helpers import finished_run
 

@@ -15,9 +15,9 @@ from typing import Any
 import matplotlib.image
 import pytest
 
-from core.ledger import COST_UNKNOWN_NOTE
-from core.ledger import totals as ledger_totals
-from core.report import (
+from core.llm.ledger import COST_UNKNOWN_NOTE
+from core.llm.ledger import totals as ledger_totals
+from core.report.render import (
     CONFUSION_KEY,
     LEARNING_CURVE_KEY,
     METRICS_KEY,
@@ -28,9 +28,9 @@ from core.report import (
     learning_curve_png,
     write_report,
 )
+from core.run.state import IterationRecord, State, Step
 from core.schema import CallRecord, ClassScores, Metrics
-from core.state import IterationRecord, State, Step
-from core.storage import LocalStorage
+from core.storage.backends import LocalStorage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["ham", "spam"]
@@ -347,7 +347,7 @@ def test_label_failures_without_iterations() -> None:
 
 
 def _predictions(complete: bool) -> dict[str, Any]:
-    from core.prediction_counts import ShardFile, summarize
+    from core.run.final_prediction import ShardFile, summarize
 
     files = {0: ShardFile(True, {"ham": 30, "spam": 10}), 1: ShardFile(True, {"ham": 25, "spam": 5})}
     if complete:

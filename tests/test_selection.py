@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.selection import (class_shares, kmeans, margins, near_duplicate_key, representatives, select_balanced,
-                            select_uncertain)
+from core.model.selection import (
+    class_shares,
+    kmeans,
+    margins,
+    near_duplicate_key,
+    representatives,
+    select_balanced,
+    select_uncertain,
+)
 
 
 def test_margins() -> None:

@@ -9,22 +9,20 @@ import pytest
 
 from core.errors import LeaseHeld, StateError
 from core.pipeline import advance
-from core.state import (
+from core.run.lease import Lease, acquire_lease, release_lease
+from core.run.state import (
     SCHEMA_VERSION,
     IterationRecord,
-    Lease,
     Limits,
     State,
     Step,
-    acquire_lease,
     best_iteration,
     check_resumable,
     load_state,
     next_step,
-    release_lease,
     save_state,
 )
-from core.storage import LocalStorage
+from core.storage.backends import LocalStorage
 
 LIMITS = Limits(required_accuracy=0.9, max_iters=3, predict_at_end=True)
 

@@ -19,7 +19,7 @@ import botocore.exceptions
 import pytest
 
 from core.errors import ObjectNotFound, RetryableError, StorageError, StorageUnavailable
-from core.storage import (
+from core.storage.backends import (
     LocalStorage,
     S3Storage,
     Storage,

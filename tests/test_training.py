@@ -1,4 +1,4 @@
-"""core.training: tokenization and batching pieces, then real training of a tiny random-init BERT.
+"""core.model.training: tokenization and batching pieces, then real training of a tiny random-init BERT.
 
 The tiny model must actually learn the synthetic alpha/beta/gamma task; the slow test trains the bundled
 MiniLM on human-labeled SMS spam and checks accuracy against the gold labels.
@@ -15,20 +15,17 @@ import torch
 from safetensors.torch import load_file
 
 from core.errors import ConfigError, TrainingError
-from core.metrics import evaluate
-from core.classifier import load_classifier
-from core.training import (
+from core.model.classifier import load_classifier
+from core.model.encoding import encode, resolve_base_model, special_token_frame, truncate_ids
+from core.model.metrics import evaluate
+from core.model.training import (
     META_FILE,
     TrainConfig,
     class_weights,
-    encode,
     length_grouped_batches,
     parameter_groups,
     plan_epochs,
-    resolve_base_model,
-    special_token_frame,
     train_classifier,
-    truncate_ids,
 )
 from tests.fixtures.models import CLASSES, synthetic_task, tiny_train_config
 

@@ -1,4 +1,4 @@
-"""Labeling across worker processes (core.workers) through litellm against the oracle server."""
+"""Labeling across worker processes (core.llm.fanout) through litellm against the oracle server."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from core.cache import ResponseCache
 from core.errors import LLMAuthError, RetryableError, StorageUnavailable
-from core.gateway import LLMGateway
-from core.labeling import LabelPrompt, load_labels
-from core.ledger import Ledger
-from core.llm import Endpoint, LiteLLMClient, LLMOptions
+from core.llm.cache import ResponseCache
+from core.llm.client import Endpoint, LiteLLMClient, LLMOptions
+from core.llm.fanout import LabelWorker, label_in_processes, plan_processes, portable_error, split_evenly
+from core.llm.gateway import LLMGateway
+from core.llm.labeling import LabelPrompt, load_labels
+from core.llm.ledger import Ledger
 from core.schema import Chunk
-from core.storage import LocalStorage
-from core.workers import LabelWorker, label_in_processes, plan_processes, portable_error, split_evenly
+from core.storage.backends import LocalStorage
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from tests.test_workers import PROMPT, _chunks, _factory
     from core.llm import Endpoint
-    from core.workers import label_in_processes
+    from core.llm.fanout import label_in_processes
     chunks, _ = _chunks(400)
     print(os.getpid(), flush=True)
     label_in_processes(_factory(Path({out!r})), Endpoint("openai/oracle-small", {url!r}, "sk-test"), PROMPT,

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import LLMAuthError, PermanentError, RetryableError
-from core.llm import label_schema
-from core.rules import Chat
+from core.llm.client import label_schema
+from core.llm.rules import Chat
 from core.schema import Chunk, Label, LLMReply
-from core.shards import ShardWriter, read_shards
+from core.storage.jsonl_log import ShardWriter, read_shards
 
 FORMAT_MODES = ("json_schema", "json_object", "none")
 

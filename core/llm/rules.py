@@ -20,7 +20,7 @@ MAX_SAMPLE_CHARS = 600
 
 
 class Chat(Protocol):
-    """The slice of ``core.gateway.LLMGateway`` this module needs."""
+    """The slice of ``core.llm.gateway.LLMGateway`` this module needs."""
 
     async def chat(self, *, stage: str, chunk_id: str, endpoint: Any, messages: list[dict[str, str]],
                    response_format: dict | None = None, max_tokens: int = 400, temperature: float = 0.0,

@@ -4,8 +4,8 @@ Does: resolve the ``training.predict_precision`` setting (``"auto"``: try int8 d
 Linear layers, then bf16 where the CPU has bf16 instructions, else float32) and return a copy of a float32
 model at a given precision.
 
-Does not: load, train or run models (``core.training``), or decide whether the reduced model is accurate enough
-to use; ``core.predict.choose_precision`` scores it against the float32 model on labeled texts first.
+Does not: load, train or run models (``core.model.training``), or decide whether the reduced model is accurate enough
+to use; ``core.model.predict.choose_precision`` scores it against the float32 model on labeled texts first.
 
 Why reduced precision at all: prediction on CPU is almost all Linear layers (tokenizing 1,000 SMS texts takes
 0.06 s of ~7 s at float32). On the 2-core AVX512 machine of benchmarks/bench_predict.py, one thread, 1,000

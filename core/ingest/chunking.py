@@ -1,6 +1,6 @@
 """Input files to chunks of text: bytes -> text -> chunks, with a record of everything left out.
 
-Does: turn each file into text with ``core.readers`` (.txt/.md, .pdf, .docx; a .jsonl record is one chunk);
+Does: turn each file into text with ``core.ingest.readers`` (.txt/.md, .pdf, .docx; a .jsonl record is one chunk);
 split long text into chunks of at most ``chunk_size`` characters at the most natural boundary at hand (paragraph,
 sentence, line, word, and only then a hard cut); give each chunk a stable id; keep exact duplicates once;
 say, for every file or .jsonl line it could not use, why.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, NoUsableChunks
-from core.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_plain
+from core.ingest.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_plain
 from core.schema import Chunk, SkippedInput
 
 SUPPORTED_EXTENSIONS = (".txt", ".md", ".pdf", ".docx", ".jsonl")

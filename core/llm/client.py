@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable
-from core.errors import RetryableError
+from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable, RetryableError
 from core.schema import LLMReply
 
 # The one sanctioned os.environ touch in core: it configures litellm (use the cost map bundled in

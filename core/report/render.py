@@ -1,17 +1,17 @@
 """Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots.
 
 Pure functions build each piece (``metrics_document``, ``render_report_md``, ``format_status``, and
-``learning_curve_png`` / ``confusion_matrix_png``, which live in ``core.plots`` and are re-exported here);
+``learning_curve_png`` / ``confusion_matrix_png``, which live in ``core.report.plots`` and are re-exported here);
 ``write_report`` is the only function that touches storage.
 Nothing here computes a metric or prices a call: it renders what ``State`` (per-iteration ``Metrics`` dicts),
-``core.ledger.totals`` and the ingestion and labeling summaries already hold.
+``core.llm.ledger.totals`` and the ingestion and labeling summaries already hold.
 
 The dict inputs, and the keys read from them (any may be missing):
 - ``settings_summary``: ``Settings.redacted_dict()``; reads classification.classes,
   system.required_accuracy, api.large_model / api.small_model and path.output.
 - ``ingest_report``: top-level numbers are counts (``{"files": 12, "chunks": 900, ...}``), and ``"skipped"``
   is a list of ``SkippedInput.to_dict()`` (``line`` is set for a bad .jsonl line, None for a whole file).
-- ``state.counters["predictions"]``: the final prediction's count (``core.prediction_counts``
+- ``state.counters["predictions"]``: the final prediction's count (``core.run.final_prediction``
   ``PredictionSummary.to_dict()``: totals per predicted label and per shard, missing shards named), or
   ``{"status": "pending", "shards": N, "jobs": {...}}`` while an array job predicts; absent when nothing counted.
 - ``label_summary``: top-level numbers are label counts (``{"test_labels_ok": 195, "test_labels_failed": 5}``)
@@ -22,17 +22,17 @@ The dict inputs, and the keys read from them (any may be missing):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from core.ledger import totals as ledger_totals
-from core.plots import confusion_matrix_png, learning_curve_png
+from core.llm.ledger import totals as ledger_totals
+from core.report.plots import confusion_matrix_png, learning_curve_png
+from core.run.state import IterationRecord, State, best_iteration
 from core.schema import CallRecord, Metrics
-from core.state import IterationRecord, State, best_iteration
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 ORACLE_PREFIX = "openai/oracle"
 FAILED_SAMPLES = 5

@@ -2,7 +2,7 @@
 
 Iteration 1 takes the split's initial training set (``random``) or representatives of base-model embeddings;
 later iterations take the next pool chunks (``random``) or let the previous classifier score up to
-``SELECTION_CANDIDATES`` of them (``uncertainty``, ``balanced``). The choice itself is ``core.selection``'s.
+``SELECTION_CANDIDATES`` of them (``uncertainty``, ``balanced``). The choice itself is ``core.model.selection``'s.
 
 Does not: label, train, or change state.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from core.context import CLS, RunContext, classifier_dir, load_chunks, load_splits, read_jsonl, train_config
+from core.run.context import CLS, RunContext, classifier_dir, load_chunks, load_splits, read_jsonl, train_config
 
 
 def selection_key(n: int) -> str:
@@ -48,8 +48,8 @@ def selected_ids(ctx: RunContext, n: int) -> list[str]:
 
 
 def _representatives(ctx: RunContext, candidates: list[str], k: int) -> list[str]:
-    from core import selection
-    from core.embeddings import embed_texts
+    from core.model import selection
+    from core.model.embeddings import embed_texts
 
     if k >= len(candidates):
         return candidates
@@ -66,8 +66,8 @@ def _representatives(ctx: RunContext, candidates: list[str], k: int) -> list[str
 
 def _select_with_classifier(ctx: RunContext, previous: int, candidates: list[str], k: int,
                             strategy: str) -> list[str]:
-    from core import selection
-    from core.classifier import load_classifier
+    from core.model import selection
+    from core.model.classifier import load_classifier
 
     classes = ctx.settings.classification.classes
     chunks = load_chunks(ctx)

@@ -1,7 +1,7 @@
 """``bootstrapper plan``: how many LLM calls, tokens and dollars a run will take, before any is spent.
 
 Counts the calls the pipeline makes (one rules call and the test labels on the large model, training labels on
-the small one), sizes each prompt from the real prompt builders in ``core.rules`` and ``core.labeling`` plus
+the small one), sizes each prompt from the real prompt builders in ``core.llm.rules`` and ``core.llm.labeling`` plus
 the mean chunk length, and prices the tokens with litellm's cost map. Two scenarios bound the spend: *min*
 stops after the first iteration, *max* runs every iteration. It makes no call and reads no storage; the
 numbers are an estimate, and every assumption behind them is listed in ``PlanEstimate.assumptions``.
@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import NoUsableChunks
-from core.labeling import LabelPrompt
-from core.ledger import cost_of
-from core.rules import build_rules_messages
+from core.llm.labeling import LabelPrompt
+from core.llm.ledger import cost_of
+from core.llm.rules import build_rules_messages
+from core.run.splits import test_size_for
 from core.schema import Chunk
-from core.splits import test_size_for
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -108,7 +108,7 @@ class _TokenCounter:
         if model not in self._known:
             self._known[model] = cost_of(model, 0, 0)[1]
         if model not in self.fallback_models and self._known[model]:
-            from core.llm import _litellm  # litellm's import is slow and owned by core.llm
+            from core.llm.client import _litellm
 
             try:
                 return int(_litellm().token_counter(model=model, text=text))

@@ -1,6 +1,6 @@
 """Cost ledger: one ``CallRecord`` per LLM call attempt (paid, cached or failed), kept on storage.
 
-Records are buffered and written as shard objects through ``core.shards.ShardWriter`` (S3 has no append),
+Records are buffered and written as shard objects through ``core.storage.jsonl_log.ShardWriter`` (S3 has no append),
 so a kill loses at most one flush interval. ``write_combined`` folds every shard of every run into the single
 ``llm_calls.jsonl`` users read, and ``totals`` sums records per model, per stage and overall. ``cost_of``
 prices tokens with litellm's cost map. The ledger does not make calls or decide what a call costs beyond that
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from core.schema import CallRecord
-from core.shards import ShardWriter, read_shards
+from core.storage.jsonl_log import ShardWriter, read_shards
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 MAX_BUFFER = 200
 COST_UNKNOWN_NOTE = "cost unknown: model not in litellm's cost map"
@@ -31,7 +31,7 @@ FAILURE_OUTCOMES = frozenset({"retryable_error", "permanent_error", "unparseable
 def cost_of(model: str, tokens_in: int, tokens_out: int) -> tuple[float, bool]:
     """``(usd, known)`` from litellm's cost map; a model it does not know costs ``(0.0, False)``."""
     # Through core.llm, the one owner of litellm's import-time switches (offline cost map, quiet output).
-    from core.llm import _litellm
+    from core.llm.client import _litellm
 
     try:
         cost_in, cost_out = _litellm().cost_per_token(model=model, prompt_tokens=tokens_in,

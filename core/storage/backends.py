@@ -4,7 +4,7 @@ Keys are relative posix paths ("runs/state.json") under a storage's root. Two ba
 ``LocalStorage`` (atomic writes: temp file next to the target, then ``os.replace``) and ``S3Storage``
 (boto3 client injected; object bodies stream through smart-open, listing and conditional puts go
 through boto3). The file-like objects that ``open_read``/``open_write`` return live in
-``core.storage_streams``. ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
+``core.storage.streams``. ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
 
 Library errors are translated at this edge: a missing object is ``ObjectNotFound``; throttling, 5xx,
 timeouts and connection failures are ``StorageUnavailable`` (retryable); anything else, including a
@@ -37,7 +37,7 @@ import smart_open.s3
 import urllib3.exceptions
 
 from core.errors import BootstrapperError, ObjectNotFound, StorageError, StorageUnavailable
-from core.storage_streams import TMP_SUFFIX, AtomicFile, GuardedStream, open_new, tmp_path
+from core.storage.streams import TMP_SUFFIX, AtomicFile, GuardedStream, open_new, tmp_path
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _UNAVAILABLE_CODES = frozenset(

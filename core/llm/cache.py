@@ -7,7 +7,7 @@ moving a proxy must not invalidate paid work, and a key must never be written an
 
 Each reply is one small JSON object at ``<prefix><key[:2]>/<key>.json``, written the moment it arrives, so a
 kill loses only calls still in flight. This module does not call models, count cost or decide what to cache;
-``core.gateway`` does.
+``core.llm.gateway`` does.
 
     >>> k = request_key("openai/gpt-4o-mini", [{"role": "user", "content": "hi"}])
     >>> len(k), k == request_key("openai/gpt-4o-mini", [{"role": "user", "content": "hi"}], attempt=0)
@@ -26,7 +26,7 @@ from core.errors import ObjectNotFound
 from core.schema import LLMReply
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from core.rules import RulesResult
+from core.llm.rules import RulesResult
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 META_KEYS = ("rules_creation_details", "label_details")
 EXTRA_KIND = "extra"

@@ -3,7 +3,7 @@
 litellm spends about 3 ms of CPU per call (building the request through the OpenAI SDK, parsing, pricing,
 logging), so one event loop saturates one core at roughly 300 calls/s: at concurrency 50 and 200 ms latency
 the calls queue behind each other's CPU work and the batch takes ~1.4x its ideal time. ``label_in_processes``
-splits a batch over ``processes`` forked children, each running ``core.labeling.label_many`` on its own loop
+splits a batch over ``processes`` forked children, each running ``core.llm.labeling.label_many`` on its own loop
 with its share of the concurrency limit and its own gateway (cache, ledger shard, LLM client) built by a
 ``WorkerFactory`` that the handler supplies, so no socket or client is shared across a fork.
 
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import BootstrapperError, PermanentError, RetryableError
-from core.labeling import LabelPrompt, label_many
+from core.llm.labeling import LabelPrompt, label_many
 from core.schema import Chunk, Label
-from core.shards import ShardWriter
+from core.storage.jsonl_log import ShardWriter
 
 log = logging.getLogger("bootstrapper")
 
@@ -47,7 +47,7 @@ PR_SET_PDEATHSIG = 1
 class LabelWorker:
     """What a child needs, built inside the child: a gateway, the output storage, and how to flush them."""
 
-    chat: Any  # core.labeling.Chat (an LLMGateway)
+    chat: Any  # core.llm.labeling.Chat (an LLMGateway)
     storage: Any  # core.storage.Storage for the output location
     close: Callable[[], None]  # flushes the worker's ledger
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:

@@ -1,6 +1,6 @@
 """What every step shares: the run context a handler builds, the output keys, and small storage helpers.
 
-Does not: run a step (``core.steps``), choose chunks (``core.choosing``), or save state (``core.pipeline``).
+Does not: run a step (``core.run.steps``), choose chunks (``core.run.picks``), or save state (``core.pipeline``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings
-from core.gateway import LLMGateway
-from core.ledger import Ledger
-from core.llm import Endpoint
+from core.llm.client import Endpoint
+from core.llm.fanout import WorkerFactory
+from core.llm.gateway import LLMGateway
+from core.llm.ledger import Ledger
 from core.schema import Chunk
-from core.storage import Storage, download_dir
-from core.workers import WorkerFactory
+from core.storage.backends import Storage, download_dir
 
 CHUNKS_KEY = "chunks.jsonl"
 INGEST_REPORT_KEY = "ingest_report.json"
@@ -53,7 +53,7 @@ class RunContext:
     should_stop: Callable[[], bool] = lambda: False
     shard: tuple[int, int] = (0, 1)
     s3_client: Any = None  # for an s3:// training.model_path
-    # Builds a labeling gateway inside a worker process (see core.workers); None keeps labeling in-process.
+    # Builds a labeling gateway inside a worker process (see core.llm.fanout); None keeps labeling in-process.
     worker_factory: WorkerFactory | None = None
 
 
@@ -88,12 +88,13 @@ def classifier_dir(ctx: RunContext, n: int) -> Path:
 
 
 def train_config(ctx: RunContext) -> Any:
-    from core.training import TrainConfig, resolve_base_model
+    from core.model.encoding import resolve_base_model
+    from core.model.training import TrainConfig
 
     t, s = ctx.settings.training, ctx.settings
     base = t.model_path
     if base.startswith("s3://"):
-        from core.storage import open_storage
+        from core.storage.backends import open_storage
 
         local = ctx.work_dir / "base_model"
         if not (local / "config.json").exists():

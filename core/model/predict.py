@@ -17,9 +17,9 @@ from itertools import islice
 from typing import Any
 
 from core.errors import ConfigError, TrainingError
-from core.metrics import evaluate
+from core.model.classifier import Classifier
+from core.model.metrics import evaluate
 from core.schema import Chunk, Metrics
-from core.classifier import Classifier
 
 # The most accuracy (a fraction: 0.005 is 0.5 points) a reduced precision may lose against float32 on the
 # labeled test set before prediction falls back to float32.
@@ -114,7 +114,7 @@ def choose_precision(
     or no labeled texts to check on, also means float32: predictions are never made with an unchecked
     reduced model.
     """
-    from core.inference import precision_candidates
+    from core.model.precision import precision_candidates
 
     if len(texts) != len(reference):
         raise ConfigError("reference", f"{len(texts)} texts but {len(reference)} reference labels")

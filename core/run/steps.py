@@ -16,19 +16,35 @@ from typing import Any
 
 import yaml
 
-from core import documents, labeling, rules, workers
-from core.choosing import SELECTION_CANDIDATES, selected_ids, selection_key  # noqa: F401  (re-exported)
 from core.config import Settings
-from core.context import (  # noqa: F401  (re-exported: handlers and tests reach these through core.steps)
-    CHUNKS_KEY, CLS, GOLD_KEY, INGEST_REPORT_KEY, RULES_KEY, SPLITS_KEY, TEST_LABELS, TRAIN_LABELS,
-    ProgressFactory, RunContext, classifier_dir, dumps_jsonl, load_chunks, load_splits, read_jsonl, train_config)
 from core.errors import NoUsableChunks, TrainingError
-from core.llm import Endpoint
+from core.ingest import chunking as documents
+from core.llm import fanout as workers
+from core.llm import labeling, rules
+from core.llm.client import Endpoint
+from core.run.context import (
+    CHUNKS_KEY,
+    CLS,
+    GOLD_KEY,
+    INGEST_REPORT_KEY,
+    RULES_KEY,
+    SPLITS_KEY,
+    TEST_LABELS,
+    TRAIN_LABELS,
+    RunContext,
+    classifier_dir,
+    dumps_jsonl,
+    load_chunks,
+    load_splits,
+    read_jsonl,
+    train_config,
+)
+from core.run.picks import selected_ids, selection_key
+from core.run.splits import split_ids, test_size_for
+from core.run.state import IterationRecord, State
 from core.schema import Chunk, Label
-from core.shards import ShardWriter
-from core.splits import split_ids, test_size_for
-from core.state import IterationRecord, State
-from core.storage import Storage, upload_dir
+from core.storage.backends import Storage, upload_dir
+from core.storage.jsonl_log import ShardWriter
 
 log = logging.getLogger("bootstrapper")
 
@@ -179,7 +195,7 @@ def do_label_train(ctx: RunContext, state: State) -> None:
 
 
 def do_train(ctx: RunContext, state: State) -> None:
-    from core.training import train_classifier
+    from core.model.training import train_classifier
 
     n = state.iteration
     rows = list(read_jsonl(ctx.output, f"{CLS}datasets/dataset_{n}.jsonl"))
@@ -207,8 +223,8 @@ def do_train(ctx: RunContext, state: State) -> None:
 
 
 def do_evaluate(ctx: RunContext, state: State) -> None:
-    from core.metrics import evaluate
-    from core.classifier import load_classifier
+    from core.model.classifier import load_classifier
+    from core.model.metrics import evaluate
 
     n = state.iteration
     classes = ctx.settings.classification.classes
@@ -225,7 +241,7 @@ def do_evaluate(ctx: RunContext, state: State) -> None:
     gold = [(g, p) for g, p in gold if g is not None]
     if gold and len(gold) == len(ids):
         it.gold_metrics = evaluate([g for g, _ in gold], [p for _, p in gold], classes).to_dict()
-    from core.state import best_iteration
+    from core.run.state import best_iteration
 
     state.best_iteration = best_iteration(state.iterations)
     log.info("classifier_%d: accuracy %.3f (95%% CI %.3f-%.3f) vs the LLM's test labels, macro-F1 %.3f%s", n,
@@ -251,7 +267,7 @@ def prediction_key(index: int, count: int) -> str:
 
 def _checked_precision(ctx: RunContext, clf: Any, evaluated: IterationRecord) -> tuple[Any, dict[str, Any]]:
     """``clf`` at ``training.predict_precision`` if that costs at most 0.5 points on the LLM-labeled test set."""
-    from core.predict import choose_precision
+    from core.model.predict import choose_precision
 
     test = {i: lab.label or "" for i, lab in labeling.load_labels(ctx.output, TEST_LABELS).items() if lab.ok}
     texts = {d["id"]: d["text"] for d in read_jsonl(ctx.output, CHUNKS_KEY) if d["id"] in test}  # only test chunks
@@ -266,8 +282,8 @@ def _checked_precision(ctx: RunContext, clf: Any, evaluated: IterationRecord) ->
 
 
 def do_predict(ctx: RunContext, state: State) -> None:
-    from core.predict import predict_stream, select_shard
-    from core.classifier import load_classifier
+    from core.model.classifier import load_classifier
+    from core.model.predict import predict_stream, select_shard
 
     if state.best_iteration is None:
         raise TrainingError("no evaluated classifier to predict with")

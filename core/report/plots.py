@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+from core.run.state import IterationRecord, State
 from core.schema import Metrics
-from core.state import IterationRecord, State
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

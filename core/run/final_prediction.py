@@ -9,8 +9,8 @@ line is one chunk: ``{"id", "source", "label", "probs", ...}``.
     summary.predicted, summary.by_label, summary.problems()  # missing, empty or short shard: it is reported
 
 ``summarize`` is the pure core (counts in, summary out); ``gather`` is the only function that reads storage.
-Does not: predict, decide which chunks are predicted (``core.steps.remaining_chunks`` and
-``core.predict.shard_of`` do), store anything in the state (``core.pipeline`` does), or render (``core.report``).
+Does not: predict, decide which chunks are predicted (``core.run.steps.remaining_chunks`` and
+``core.model.predict.shard_of`` do), store anything in the state (``core.pipeline`` does), or render (``core.report``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, ObjectNotFound
-from core.steps import prediction_key
+from core.run.steps import prediction_key
 
 if TYPE_CHECKING:
-    from core.storage import Storage
+    from core.storage.backends import Storage
 
 # Shard statuses; every one but OK is a problem the report names.
 OK, MISSING, EMPTY, SHORT, EXTRA, UNREADABLE = "ok", "missing", "empty", "short", "extra", "unreadable"
@@ -141,7 +141,7 @@ def expected_per_shard(chunk_ids: Iterable[str], shards: int) -> dict[int, int]:
     """How many of ``chunk_ids`` each shard predicts: the same split ``bootstrapper predict --shard`` makes."""
     if shards == 1:
         return {0: sum(1 for _ in chunk_ids)}
-    from core.predict import shard_of  # imports torch: only when the split is needed
+    from core.model.predict import shard_of
 
     counts = Counter(shard_of(i, shards) for i in chunk_ids)
     return {i: counts.get(i, 0) for i in range(shards)}

@@ -2,9 +2,9 @@
 
 Mean of the last hidden states over real tokens, L2-normalised: the pooling all-MiniLM-L6-v2 (the bundled base
 model) was trained with, and a fair default for any BERT-family encoder. Texts are encoded and truncated as
-``core.training`` does, run shortest first so batches pad little, and returned in input order.
+``core.model.training`` does, run shortest first so batches pad little, and returned in input order.
 
-Does not: choose anything (``core.selection.representatives`` does), read storage, or train.
+Does not: choose anything (``core.model.selection.representatives`` does), read storage, or train.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from core.errors import TrainingError
-from core.training import intra_op_threads, shortest_first_batches
+from core.model.encoding import intra_op_threads, shortest_first_batches
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

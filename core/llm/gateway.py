@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.cache import ResponseCache, request_key
 from core.errors import PermanentError, RetryableError
-from core.ledger import COST_UNKNOWN_NOTE, Ledger
-from core.llm import LLM, Endpoint, scrub
+from core.llm.cache import ResponseCache, request_key
+from core.llm.client import LLM, Endpoint, scrub
+from core.llm.ledger import COST_UNKNOWN_NOTE, Ledger
 from core.schema import CallRecord, LLMReply
 
 MAX_ERROR_CHARS = 500
