@@ -13,8 +13,6 @@ any missing shard) in the finished run's state, and re-renders the report throug
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import time
@@ -23,64 +21,32 @@ from dataclasses import dataclass
 
 from core.config import config_fingerprint
 from core.errors import StateError
-from core.report.render import PREDICTIONS_COUNTER
-from core.run import final_prediction as prediction_counts
-from core.run import steps
+from core.run import layout, reporting, steps
 from core.run.context import RunContext
+from core.run.data import RunData
 from core.run.final_prediction import PredictionSummary
 from core.run.lease import Lease, acquire_lease, release_lease, renew_lease
 from core.run.state import Limits, State, Step, check_resumable, load_state, next_step, save_state
-from core.schema import CallRecord
+from core.storage.backends import Storage
 
 log = logging.getLogger("bootstrapper")
 
+StepFn = Callable[[RunContext, RunData, State], None]
 
-def _do_report(ctx: RunContext, state: State) -> None:
-    from core.report import meta_dataset as meta
-
-    recovered = ctx.gateway.recover_unrecorded(since=state.created_at)
-    if recovered:
-        log.info("ledger: %d paid calls recovered from the response cache (lost to an earlier kill)", recovered)
-    s = ctx.settings
-    if s.meta_datagen.do_meta_datagen:
-        examples = meta.build_meta_examples(s.meta_datagen.meta_datagen_keys, s.meta_datagen.meta_datagen_extras,
-                                            _rules_result(ctx), _label_calls(ctx),
-                                            classes=s.classification.classes, desc=s.classification.desc)
-        meta.write_meta_dataset(ctx.output, examples)
-    if s.classification.predict_on_whole_set_at_the_end and state.best_iteration is not None:
-        record_predictions(state, count_predictions(ctx, 1))  # predicted in-process, in one file
-    # The report is the last step: describe the run as it will stand once this step is saved.
-    render_report(ctx, dataclasses.replace(state, step=Step.DONE, status="done"))
-
-
-def render_report(ctx: RunContext, state: State) -> list[str]:
-    """report.md, metrics.json and the plots for ``state``, through ``core.report.write_report``."""
-    from core.report import render as report
-
-    records: list[CallRecord] = ctx.ledger.write_combined("llm_calls.jsonl")
-    ingest = json.loads(ctx.output.read_text(steps.INGEST_REPORT_KEY))
-    label_summary = {k: v for k, v in state.counters.items() if "label" in k}
-    label_summary["failed_examples"] = _failed_examples(ctx)
-    summary = ctx.settings.redacted_dict()
-    summary["path"] = {"input": ctx.input.root_uri, "output": ctx.output.root_uri}  # resolved, not as written
-    return report.write_report(ctx.output, state, settings_summary=summary, ledger_records=records,
-                               ingest_report=ingest, label_summary=label_summary)
+STEPS: dict[Step, StepFn] = {
+    Step.INGEST: steps.do_ingest,
+    Step.SPLIT: steps.do_split,
+    Step.RULES: steps.do_rules,
+    Step.LABEL_TEST: steps.do_label_test,
+    Step.LABEL_TRAIN: steps.do_label_train,
+    Step.TRAIN: steps.do_train,
+    Step.EVALUATE: steps.do_evaluate,
+    Step.PREDICT: steps.do_predict,
+    Step.REPORT: steps.do_report,
+}
 
 
 # ---- the final prediction's count, when it ran apart from the run (shards, array jobs) -------------------
-
-
-def count_predictions(ctx: RunContext, shards: int) -> PredictionSummary:
-    """Read the N-shard prediction files and check each against the chunks its shard has to predict."""
-    ids = (c.id for c in steps.remaining_chunks(ctx))
-    return prediction_counts.gather(ctx.output, shards, prediction_counts.expected_per_shard(ids, shards))
-
-
-def record_predictions(state: State, summary: PredictionSummary) -> None:
-    state.counters["predicted_chunks"] = summary.predicted
-    state.counters[PREDICTIONS_COUNTER] = summary.to_dict()
-    for problem in summary.problems():
-        log.warning("final prediction incomplete: %s", problem)
 
 
 def _finished_run(ctx: RunContext, job_id: str) -> tuple[State, Lease]:
@@ -106,13 +72,24 @@ def refresh_report(ctx: RunContext, shards: int, *, job_id: str = "") -> tuple[S
     """
     state, lease = _finished_run(ctx, job_id)
     try:
-        summary = count_predictions(ctx, shards)
-        record_predictions(state, summary)
+        summary = reporting.count_predictions(ctx, RunData(ctx.output), shards)
+        reporting.record_predictions(state, summary)
         save_state(ctx.output, state)
-        render_report(ctx, state)
+        reporting.render_report(ctx, state)
         return state, summary
     finally:
         release_lease(ctx.output, lease)
+
+
+def predict_shard(ctx: RunContext) -> State:
+    """Shard ``ctx.shard`` of the final prediction, with the finished run's best classifier.
+
+    Returns the state with this shard's counts; it is not saved (N shards run at once: ``refresh_report``
+    counts them all into the saved state afterwards).
+    """
+    state = status_state(ctx.output)
+    steps.do_predict(ctx, RunData(ctx.output), state)
+    return state
 
 
 def note_predictions_pending(ctx: RunContext, shards: int, jobs: dict[str, str], *, job_id: str = "") -> bool:
@@ -122,63 +99,14 @@ def note_predictions_pending(ctx: RunContext, shards: int, jobs: dict[str, str],
     """
     state, lease = _finished_run(ctx, job_id)
     try:
-        if state.counters.get(PREDICTIONS_COUNTER, {}).get("status") in ("complete", "incomplete"):
+        if (state.counters.predictions or {}).get("status") in ("complete", "incomplete"):
             return False
-        state.counters[PREDICTIONS_COUNTER] = {"status": "pending", "shards": shards, "jobs": dict(jobs)}
+        state.counters.predictions = {"status": "pending", "shards": shards, "jobs": dict(jobs)}
         save_state(ctx.output, state)
-        render_report(ctx, state)
+        reporting.render_report(ctx, state)
         return True
     finally:
         release_lease(ctx.output, lease)
-
-
-def _rules_result(ctx: RunContext):  # type: ignore[no-untyped-def]
-    from core.llm.rules import RulesResult
-    from core.schema import LLMReply
-
-    d = json.loads(ctx.output.read_text(steps.RULES_KEY))
-    reply = LLMReply(text=d["text"], model=d["model"], tokens_in=0, tokens_out=0, latency_s=0.0, cost_usd=0.0,
-                     cost_known=False)
-    return RulesResult(text=d["text"], messages=d["messages"], reply=reply)
-
-
-def _label_calls(ctx: RunContext) -> list[tuple[list[dict], str]]:
-    """(messages, raw reply) of every successful label, rebuilt from the cache: no call is repeated."""
-    from core.llm import labeling
-
-    chunks = steps.load_chunks(ctx)
-    out: list[tuple[list[dict], str]] = []
-    for prefix, endpoint in ((steps.TEST_LABELS, ctx.large), (steps.TRAIN_LABELS, ctx.small)):
-        prompt = steps.label_prompt(ctx, endpoint)
-        for cid, lab in labeling.load_labels(ctx.output, prefix).items():
-            if lab.ok and cid in chunks:
-                answer = json.dumps({"reason": lab.reason, "label": lab.label})
-                if prompt.format_mode == "none":
-                    answer = f"Reason: {lab.reason}\nFinal label: {lab.label}"
-                out.append((prompt.messages(chunks[cid].text), answer))
-    return out
-
-
-def _failed_examples(ctx: RunContext, limit: int = 5) -> list[dict]:
-    from core.llm import labeling
-
-    failed = []
-    for prefix in (steps.TEST_LABELS, steps.TRAIN_LABELS):
-        failed += [lab.to_dict() for lab in labeling.load_labels(ctx.output, prefix).values() if not lab.ok]
-    return failed[:limit]
-
-
-STEPS: dict[Step, Callable[[RunContext, State], None]] = {
-    Step.INGEST: steps.do_ingest,
-    Step.SPLIT: steps.do_split,
-    Step.RULES: steps.do_rules,
-    Step.LABEL_TEST: steps.do_label_test,
-    Step.LABEL_TRAIN: steps.do_label_train,
-    Step.TRAIN: steps.do_train,
-    Step.EVALUATE: steps.do_evaluate,
-    Step.PREDICT: steps.do_predict,
-    Step.REPORT: _do_report,
-}
 
 
 def limits_of(ctx: RunContext) -> Limits:
@@ -204,7 +132,7 @@ def advance(state: State, limits: Limits) -> State:
 def _wipe(ctx: RunContext) -> None:
     """``--restart``: forget everything in the output location except the response cache (already paid for)."""
     for key in list(ctx.output.list("")):
-        if not key.startswith("cache/") and key != "lease.json":
+        if not layout.kept_on_restart(key):
             ctx.output.delete(key)
 
 
@@ -239,7 +167,7 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
             log.info("step %s started%s", step.value, f" (iteration {state.iteration})" if state.iteration else "")
             started = time.monotonic()
             try:
-                STEPS[step](ctx, state)
+                STEPS[step](ctx, RunData(ctx.output), state)
             finally:
                 ctx.ledger.flush()
             took = time.monotonic() - started
@@ -269,8 +197,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def status_state(output) -> State:  # type: ignore[no-untyped-def]
+def status_state(output: Storage) -> State:
     state = load_state(output)
     if state is None:
-        raise StateError(f"no run found at {output.uri('state.json')}")
+        raise StateError(f"no run found at {output.uri(layout.STATE)}")
     return state

@@ -50,6 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
 from core.errors import BootstrapperError, ConfigError, ObjectNotFound, PermanentError, RetryableError
+from core.run import layout
 from handlers import cli, wiring
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
 
@@ -57,8 +58,8 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
 CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
-ARRAY_MARKER_KEY = "batch/predict-array.json"
-REPORT_MARKER_KEY = "batch/report-job.json"
+ARRAY_MARKER_KEY = layout.ARRAY_MARKER
+REPORT_MARKER_KEY = layout.REPORT_MARKER
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on arrayProperties.size
 
 log = logging.getLogger("bootstrapper")
@@ -222,12 +223,8 @@ def make_batch_client(environ: Mapping[str, str]) -> Any:
                                           region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"))
 
 
-def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Settings, str, str, Any]:
-    s3 = wiring.make_s3_client_from_env(environ) if config_uri.startswith(wiring.S3) else None
-    settings, inp, out = wiring.load_config(config_uri, environ, s3)
-    if s3 is None and (inp.startswith(wiring.S3) or out.startswith(wiring.S3)):
-        s3 = wiring.make_s3_client_from_env(environ)
-    return settings, inp, out, s3
+# What the report tells a user to run to count an N-shard prediction again (``{shards}`` is filled in).
+RECOUNT = "`python -m handlers.batch_job report CONFIG_URI --shards {shards}` (or `bootstrapper report CONFIG`)"
 
 
 def run_job(config_uri: str, environ: Mapping[str, str],
@@ -235,12 +232,13 @@ def run_job(config_uri: str, environ: Mapping[str, str],
     """``run``: the pipeline to the end (or to a stop request), then, if sharded, the array and report jobs."""
     from core.pipeline import note_predictions_pending, run
 
-    settings, inp, out, s3 = _load(config_uri, environ)
-    shards = array_size(settings)
+    job = wiring.load_job(config_uri, environ)
+    out = job.output_uri
+    shards = array_size(job.settings)
     target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
     stop = cli.install_stop_handler()
-    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0],
-                               new_s3_client=lambda: wiring.make_s3_client_from_env(environ))
+    ctx = wiring.build_context(job, settings=loop_settings(job.settings, shards), should_stop=lambda: stop[0],
+                               new_s3_client=lambda: wiring.make_s3_client_from_env(environ), recount=RECOUNT)
     job_id = environ.get("AWS_BATCH_JOB_ID", "")
     outcome = run(ctx, job_id=job_id)
     state = outcome.state
@@ -270,8 +268,9 @@ def report_job(config_uri: str, shards: int, environ: Mapping[str, str]) -> int:
     """``report``: count the shards' predictions into the finished run's state and re-render the report."""
     from core.pipeline import refresh_report
 
-    settings, inp, out, s3 = _load(config_uri, environ)
-    ctx = wiring.build_context(settings, inp, out, s3_client=s3)
+    job = wiring.load_job(config_uri, environ)
+    out = job.output_uri
+    ctx = wiring.build_context(job, recount=RECOUNT, trains=False)
     # Counting has no safe point to stop at and is quick to redo: leave at once and let Batch retry.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
     _state, summary = refresh_report(ctx, shards, job_id=environ.get("AWS_BATCH_JOB_ID", ""))

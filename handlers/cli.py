@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -20,43 +20,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from core.errors import BootstrapperError, ConfigError  # noqa: E402
+from core.run import layout  # noqa: E402
 from handlers import wiring  # noqa: E402
 
 log = logging.getLogger("bootstrapper")
 
 
-def _s3_client_if_needed(*uris: str) -> Any:
-    if any(u.startswith("s3://") for u in uris):
-        return wiring.make_s3_client_from_env(os.environ)
-    return None
-
-
-def _load(config: str) -> tuple[Any, str, str, Any]:
-    client = _s3_client_if_needed(config)
-    settings, inp, out = wiring.load_config(config, os.environ, client)
-    client = client or _s3_client_if_needed(inp, out)
-    return settings, inp, out, client
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from core.run import layout
     from core.run.steps import ingest_inputs
     from core.storage.backends import open_storage
 
-    settings, inp, out, client = _load(args.config)
-    result = ingest_inputs(settings, open_storage(inp, s3_client=client), open_storage(out, s3_client=client))
+    job = wiring.load_job(args.config, environ)
+    out = job.output_uri
+    result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client),
+                           open_storage(out, s3_client=job.s3_client))
     print(f"{result.files_read} files read, {len(result.chunks)} chunks, {len(result.skipped)} inputs skipped, "
-          f"{result.duplicates_dropped} duplicates dropped -> {out}/chunks.jsonl, {out}/ingest_report.json")
+          f"{result.duplicates_dropped} duplicates dropped -> {out}/{layout.CHUNKS}, {out}/{layout.INGEST_REPORT}")
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from core.run.plan import estimate, format_plan
     from core.run.steps import ingest_inputs
     from core.storage.backends import open_storage
 
-    settings, inp, _out, client = _load(args.config)
-    result = ingest_inputs(settings, open_storage(inp, s3_client=client), None)
-    print(format_plan(estimate(settings, result.chunks)))
+    job = wiring.load_job(args.config, environ)
+    result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client), None)
+    print(format_plan(estimate(job.settings, result.chunks)))
     return 0
 
 
@@ -75,26 +66,26 @@ def install_stop_handler() -> list[bool]:
     return flag
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from core.pipeline import run
+    from core.run import layout
 
-    settings, inp, out, client = _load(args.config)
+    job = wiring.load_job(args.config, environ)
     flag = install_stop_handler()
-    ctx = wiring.build_context(settings, inp, out, s3_client=client, should_stop=lambda: flag[0],
-                               new_s3_client=lambda: wiring.make_s3_client_from_env(os.environ))
-    outcome = run(ctx, restart=args.restart, job_id=os.environ.get("AWS_BATCH_JOB_ID", ""))
-    state = outcome.state
+    ctx = wiring.build_context(job, should_stop=lambda: flag[0],
+                               new_s3_client=lambda: wiring.make_s3_client_from_env(environ))
+    outcome = run(ctx, restart=args.restart, job_id=environ.get("AWS_BATCH_JOB_ID", ""))
+    state, out = outcome.state, job.output_uri
     if outcome.stopped_early:
         print(f"stopped at step {state.step.value}; run the same command again to resume")
         return 0
-    best = f"classifiers/classifier_{state.best_iteration}/" if state.best_iteration else "none"
-    print(f"done: {state.stop_reason}\nbest classifier: {out}/{best}\nreport: {out}/report.md")
+    best = layout.classifier(state.best_iteration) if state.best_iteration else "none"
+    print(f"done: {state.stop_reason}\nbest classifier: {out}/{best}\nreport: {out}/{layout.REPORT}")
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from core.pipeline import status_state
-    from core.run.steps import do_predict
+def cmd_predict(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from core.pipeline import predict_shard
 
     try:
         index, count = (int(x) for x in args.shard.split("/"))
@@ -102,22 +93,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError("--shard", f"expected I/N with 0 <= I < N, got {args.shard!r}") from None
-    settings, inp, out, client = _load(args.config)
-    ctx = wiring.build_context(settings, inp, out, s3_client=client, shard=(index, count))
-    state = status_state(ctx.output)
-    do_predict(ctx, state)
-    precision = state.counters.get("predict_precision", {})
-    print(f"shard {index}/{count}: {state.counters.get('predicted_chunks', 0)} chunks predicted"
+    ctx = wiring.build_context(wiring.load_job(args.config, environ), shard=(index, count), trains=False)
+    counters = predict_shard(ctx).counters
+    precision = counters.predict_precision or {}
+    print(f"shard {index}/{count}: {counters.predicted_chunks} chunks predicted"
           f" at {precision.get('used', 'fp32')} ({precision.get('reason', '')})")
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from core.pipeline import refresh_report
     from core.run.final_prediction import detect_shards
 
-    settings, inp, out, client = _load(args.config)
-    ctx = wiring.build_context(settings, inp, out, s3_client=client)
+    job = wiring.load_job(args.config, environ)
+    settings, out = job.settings, job.output_uri
+    ctx = wiring.build_context(job, trains=False)
     shards = args.shards or detect_shards(ctx.output, default=settings.training.predict_shards)
     _state, summary = refresh_report(ctx, shards)
     labels = ", ".join(f"{label} {n}" for label, n in summary.by_label.items()) or "none"
@@ -127,26 +117,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not summary.complete:
         print(f"incomplete: re-run the shards named above (bootstrapper predict {args.config} --shard I/{shards}), "
               "then this command again", file=sys.stderr)
-    print(f"report: {out}/report.md")
+    print(f"report: {out}/{layout.REPORT}")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from core.llm.ledger import Ledger, totals
     from core.pipeline import status_state
     from core.report.render import format_status
     from core.storage.backends import open_storage
 
-    storage = open_storage(args.output, s3_client=_s3_client_if_needed(args.output))
+    client = wiring.make_s3_client_from_env(environ) if args.output.startswith(wiring.S3) else None
+    storage = open_storage(args.output, s3_client=client)
     state = status_state(storage)
-    print(format_status(state, totals(Ledger(storage, "ledger/").load_all())))
+    print(format_status(state, totals(Ledger(storage, layout.LEDGER).load_all())))
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from handlers.demo import run_demo
 
-    return run_demo(restart=args.restart)
+    def run_config(config: str, demo_environ: Mapping[str, str], restart: bool) -> int:
+        return run_command(["run", config] + (["--restart"] if restart else []), demo_environ)
+
+    return run_demo(environ, run_config, restart=args.restart)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,12 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     wiring.configure_logging(json_lines=True if args.json_logs else None)
     wiring.tune_allocator()
+    return run_command(argv, os.environ, args)
+
+
+def run_command(argv: Sequence[str] | None, environ: Mapping[str, str],
+                args: argparse.Namespace | None = None) -> int:
+    """One command with its exit code; ``environ`` is the only environment it reads."""
+    args = args or build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        return int(args.fn(args, environ))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -1,15 +1,16 @@
 """``bootstrapper demo``: the bundled SMS-spam example, end to end, with no real LLM.
 
 Starts the local oracle LLM server (a stand-in that answers from the example's human labels, flipped at
-10% noise) as a process, points both models of ``examples/config.yaml`` at it through environment
-overrides, and runs the job. The same config runs against a real provider by dropping those overrides
+10% noise) as a process, points both models of ``examples/config.yaml`` at it through ``BOOTSTRAPPER_*``
+overrides in the environment it hands the run (the process's own environment is left alone), and runs the job
+through the ``run`` command the CLI passes in. The same config runs against a real provider by dropping those overrides
 and setting, e.g., ``api.large_model: openai/gpt-4o`` with ``OPENAI_API_KEY`` in the environment.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from oracle.process import start_oracle
@@ -20,7 +21,7 @@ DATA = REPO / "examples" / "sms" / "sms_spam.jsonl"
 NOISE = 0.10
 
 
-def _earlier_run_is_stale() -> bool:
+def _earlier_run_is_stale(environ: Mapping[str, str]) -> bool:
     """True when the demo's output folder holds a run whose config fingerprint no longer matches.
 
     A real job refuses such a resume (it would mix work done under different settings); the demo has nothing
@@ -32,16 +33,17 @@ def _earlier_run_is_stale() -> bool:
     from handlers.wiring import load_config
 
     try:
-        settings, _, output = load_config(str(CONFIG), os.environ, None)
+        settings, _, output = load_config(str(CONFIG), environ, None)
         state = load_state(open_storage(output))
     except Exception:  # noqa: BLE001 - anything unreadable is the real run's to report
         return False
     return state is not None and state.config_fingerprint != config_fingerprint(settings)
 
 
-def run_demo(restart: bool = False) -> int:
-    from handlers.cli import main
+RunConfig = Callable[[str, Mapping[str, str], bool], int]  # (config path, environment, restart) -> exit code
 
+
+def run_demo(environ: Mapping[str, str], run_config: RunConfig, restart: bool = False) -> int:
     print(
         "DEMO: no real LLM is reachable here. Both 'LLMs' are a local stand-in server that answers from the\n"
         f"example's human labels ({DATA.relative_to(REPO)}), wrong on purpose {NOISE:.0%} of the time. Accuracy\n"
@@ -49,14 +51,14 @@ def run_demo(restart: bool = False) -> int:
         flush=True,
     )
     oracle = start_oracle(DATA, Path(tempfile.mkdtemp(prefix="oracle-")), noise=NOISE, latency_ms=100)
-    os.environ["BOOTSTRAPPER_API__LARGE_BASE_URL"] = oracle.base_url
-    os.environ["BOOTSTRAPPER_API__SMALL_BASE_URL"] = oracle.base_url
-    if not restart and _earlier_run_is_stale():
+    environ = {**environ, "BOOTSTRAPPER_API__LARGE_BASE_URL": oracle.base_url,
+               "BOOTSTRAPPER_API__SMALL_BASE_URL": oracle.base_url}
+    if not restart and _earlier_run_is_stale(environ):
         print("An earlier demo run in the output folder was made with other settings (an older version of the\n"
               "example or the tool): starting the demo over.\n", flush=True)
         restart = True
     try:
-        code = main(["run", str(CONFIG)] + (["--restart"] if restart else []))
+        code = run_config(str(CONFIG), environ, restart)
     finally:
         oracle.stop()
     if code == 0:

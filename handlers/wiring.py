@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,6 +20,13 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError
 
 S3 = "s3://"
+# Model strings of the local oracle server (oracle/), the stand-in for an LLM that the demo, tests and benchmarks
+# use; a run with one of them says in its report that its labels are human labels, not an LLM's.
+ORACLE_MODEL_PREFIX = "openai/oracle"
+STAND_IN_NOTICE = ("The models are the local oracle (`openai/oracle-*`), a stand-in server that answers from the "
+                   "human labels found in the input. The accuracy figures show how well the classifier learns "
+                   "those human labels, not how good an LLM's labels would be, and the spend figures are not real "
+                   "costs.")
 
 
 class JsonFormatter(logging.Formatter):
@@ -153,6 +161,50 @@ def load_config(config_uri: str, environ: Mapping[str, str], s3_client: Any = No
             resolve_location(settings.path.output, config_uri))
 
 
+@dataclass(frozen=True)
+class Job:
+    """A loaded config: its settings, the resolved input and output locations, and an S3 client if one is needed."""
+
+    settings: Settings
+    input_uri: str
+    output_uri: str
+    s3_client: Any = None
+
+
+def _s3_client_for(environ: Mapping[str, str], *uris: str) -> Any:
+    return make_s3_client_from_env(environ) if any(u.startswith(S3) for u in uris) else None
+
+
+def load_job(config_uri: str, environ: Mapping[str, str]) -> Job:
+    """The config at ``config_uri`` (local or s3://) with ``BOOTSTRAPPER_*`` overrides from ``environ``."""
+    client = _s3_client_for(environ, config_uri)
+    settings, inp, out = load_config(config_uri, environ, client)
+    return Job(settings, inp, out, client or _s3_client_for(environ, inp, out))
+
+
+def report_notes(models: tuple[str, str], output_uri: str, recount: str = "`bootstrapper report CONFIG`") -> Any:
+    """What the report should say that core cannot know: a stand-in LLM, how to fetch from S3, how to recount."""
+    from core.report.render import ReportNotes
+
+    stand_in = any(m.startswith(ORACLE_MODEL_PREFIX) for m in models)
+    return ReportNotes(stand_in_llm=STAND_IN_NOTICE if stand_in else "",
+                       fetch="aws s3 cp --recursive {src} {dst}" if output_uri.startswith(S3) else "",
+                       recount=recount)
+
+
+def resolve_base_model(settings: Settings, work_dir: Path, s3_client: Any) -> str:
+    """``training.model_path`` as something transformers loads: an ``s3://`` folder is downloaded first."""
+    from core.storage.backends import download_dir, open_storage
+
+    base = settings.training.model_path
+    if not base.startswith(S3):
+        return base
+    local = work_dir / "base_model"
+    if not (local / "config.json").exists():
+        download_dir(open_storage(base, s3_client=s3_client), "", local)
+    return str(local)
+
+
 def endpoints(settings: Settings) -> tuple[Any, Any]:
     from core.llm.client import Endpoint
 
@@ -184,6 +236,7 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
         from core.llm.fanout import LabelWorker
         from core.llm.gateway import LLMGateway
         from core.llm.ledger import Ledger
+        from core.run import layout
         from core.storage.backends import open_storage
 
         sysc = settings.system
@@ -191,23 +244,32 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
         out = open_storage(output_uri, s3_client=client)
         llm = LiteLLMClient(LLMOptions(concurrency_limit=concurrency, timeout_s=sysc.llm_timeout_s,
                                        max_retries=sysc.llm_max_retries))
-        ledger = Ledger(out, "ledger/", flush_interval_s=sysc.flush_interval_s)
-        return LabelWorker(chat=LLMGateway(llm, ResponseCache(out, "cache/"), ledger), storage=out,
+        ledger = Ledger(out, layout.LEDGER, flush_interval_s=sysc.flush_interval_s)
+        return LabelWorker(chat=LLMGateway(llm, ResponseCache(out, layout.CACHE), ledger), storage=out,
                            close=ledger.close)
 
     return make
 
 
-def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_client: Any = None,
-                  should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
-                  progress: bool | None = None, new_s3_client: Callable[[], Any] | None = None) -> Any:
+def build_context(job: Job, *, should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
+                  progress: bool | None = None, new_s3_client: Callable[[], Any] | None = None,
+                  settings: Settings | None = None, recount: str = "`bootstrapper report CONFIG`",
+                  trains: bool = True) -> Any:
+    """The ``RunContext`` of ``job`` (with ``settings`` in place of the job's own, when given).
+
+    ``trains``: the run may train or embed, so an ``s3://`` base model is fetched now (a command that only
+    predicts or reports with a trained classifier never needs it).
+    """
     from core.llm.cache import ResponseCache
     from core.llm.client import LiteLLMClient, LLMOptions
     from core.llm.gateway import LLMGateway
     from core.llm.ledger import Ledger
+    from core.run import layout
     from core.run.context import RunContext
     from core.storage.backends import open_storage
 
+    settings = settings or job.settings
+    input_uri, output_uri, s3_client = job.input_uri, job.output_uri, job.s3_client
     if s3_client is None and (input_uri.startswith(S3) or output_uri.startswith(S3)):
         raise ConfigError("path", "an s3:// location needs an S3 client")
     out = open_storage(output_uri, s3_client=s3_client)
@@ -215,11 +277,15 @@ def build_context(settings: Settings, input_uri: str, output_uri: str, *, s3_cli
     sysc = settings.system
     llm = LiteLLMClient(LLMOptions(concurrency_limit=sysc.concurrency_limit, timeout_s=sysc.llm_timeout_s,
                                    max_retries=sysc.llm_max_retries))
-    ledger = Ledger(out, "ledger/", flush_interval_s=sysc.flush_interval_s)
-    gateway = LLMGateway(llm, ResponseCache(out, "cache/"), ledger)
+    ledger = Ledger(out, layout.LEDGER, flush_interval_s=sysc.flush_interval_s)
+    gateway = LLMGateway(llm, ResponseCache(out, layout.CACHE), ledger)
     large, small = endpoints(settings)
     modes = {e.model: llm.supports_response_format(e) for e in (large, small)}
-    return RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
-                      small=small, format_modes=modes, progress=progress_factory(progress),
-                      should_stop=should_stop, shard=shard, s3_client=s3_client,
-                      worker_factory=worker_factory(settings, output_uri, new_s3_client))
+    ctx = RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
+                     small=small, format_modes=modes, progress=progress_factory(progress),
+                     should_stop=should_stop, shard=shard,
+                     worker_factory=worker_factory(settings, output_uri, new_s3_client),
+                     notes=report_notes((large.model, small.model), output_uri, recount))
+    if trains:
+        ctx.base_model = resolve_base_model(settings, ctx.work_dir, s3_client)
+    return ctx

@@ -17,7 +17,7 @@ from typing import Any
 from core.config import config_fingerprint
 from core.model.predict import shard_of
 from core.run.state import IterationRecord, State, Step, save_state
-from core.run.steps import prediction_key
+from core.run import layout
 from handlers import wiring
 
 CLASSES = ["ham", "spam"]
@@ -36,7 +36,7 @@ class FinishedRun:
 
     def write_shard(self, index: int, shards: int) -> int:
         rows = self.shard_rows(index, shards)
-        self.output.write_text(prediction_key(index, shards), "".join(json.dumps(r) + "\n" for r in rows))
+        self.output.write_text(layout.predictions(index, shards), "".join(json.dumps(r) + "\n" for r in rows))
         return len(rows)
 
     def expected_by_label(self) -> dict[str, int]:
@@ -64,7 +64,7 @@ def finished_run(folder: Path, env: Mapping[str, str], *, n_chunks: int = 40, n_
     ids = [f"c{n:03d}" for n in range(n_chunks)]
     output.write_text("chunks.jsonl", "".join(json.dumps({"id": i, "text": f"text {i}", "source": "sms.jsonl",
                                                           "position": n}) + "\n" for n, i in enumerate(ids)))
-    output.write_text("splits.json", json.dumps({"test": ids[:n_test], "pool": ids[n_test:]}))
+    output.write_text("splits.json", json.dumps({"test": ids[:n_test], "train": [], "pool": ids[n_test:]}))
     output.write_text("iterations/iteration_1.json", json.dumps({"ids": ids[n_test:n_test + n_trained]}))
     output.write_text("ingest_report.json", json.dumps({"files": 1, "chunks": n_chunks, "skipped": []}))
     state = State(config_fingerprint=config_fingerprint(settings), step=Step.DONE, status="done", iteration=1,

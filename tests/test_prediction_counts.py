@@ -19,14 +19,13 @@ from core.run.final_prediction import (
     SHORT,
     UNREADABLE,
     ShardFile,
-    count_rows,
     expected_per_shard,
     gather,
     shard_status,
     shards_from_keys,
     summarize,
 )
-from core.run.steps import prediction_key
+from core.run import layout
 from core.storage.backends import LocalStorage
 
 
@@ -62,20 +61,16 @@ def test_summarize_names_the_missing_shard_and_counts_the_rest() -> None:
     assert not summary.complete
     assert summary.predicted == 7 and summary.expected == 11 and summary.by_label == {"ham": 4, "spam": 3}
     (problem,) = summary.problems()
-    assert problem.startswith(f"shard 1/3 ({prediction_key(1, 3)}): no prediction file")
+    assert problem.startswith(f"shard 1/3 ({layout.predictions(1, 3)}): no prediction file")
     assert "0 predicted, 4 expected" in problem
     assert summary.to_dict()["missing_shards"] == [1] and summary.to_dict()["status"] == "incomplete"
 
 
-def test_count_rows_orders_by_count() -> None:
-    assert list(count_rows([{"label": "a"}, {"label": "b"}, {"label": "b"}])) == ["b", "a"]
-
-
 @pytest.mark.parametrize(("keys", "shards"), [
     ([], None),
-    ([prediction_key(0, 1)], 1),
-    ([prediction_key(i, 3) for i in (0, 2)], 3),
-    ([prediction_key(0, 1), prediction_key(1, 4)], 4),
+    ([layout.predictions(0, 1)], 1),
+    ([layout.predictions(i, 3) for i in (0, 2)], 3),
+    ([layout.predictions(0, 1), layout.predictions(1, 4)], 4),
     (["classifiers/final_classifier_output/notes.txt"], None),
 ], ids=["none", "single-file", "parts", "parts-win-over-single", "unrelated"])
 def test_shards_from_keys(keys: list[str], shards: int | None) -> None:
@@ -84,7 +79,7 @@ def test_shards_from_keys(keys: list[str], shards: int | None) -> None:
 
 def test_shards_from_keys_refuses_two_shardings() -> None:
     with pytest.raises(ConfigError, match="--shards"):
-        shards_from_keys([prediction_key(0, 2), prediction_key(0, 3)])
+        shards_from_keys([layout.predictions(0, 2), layout.predictions(0, 3)])
 
 
 def test_expected_per_shard_is_the_split_predict_makes() -> None:
@@ -97,8 +92,8 @@ def test_expected_per_shard_is_the_split_predict_makes() -> None:
 
 def test_gather_reads_part_files(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
-    storage.write_text(prediction_key(0, 3), '{"id": "a", "label": "spam"}\n{"id": "b", "label": "ham"}\n')
-    storage.write_text(prediction_key(1, 3), '{"id": "c", "label": "spam"}\n{"id": "d", "lab')  # cut off
+    storage.write_text(layout.predictions(0, 3), '{"id": "a", "label": "spam"}\n{"id": "b", "label": "ham"}\n')
+    storage.write_text(layout.predictions(1, 3), '{"id": "c", "label": "spam"}\n{"id": "d", "lab')  # cut off
     summary = gather(storage, 3, {0: 2, 1: 2, 2: 1})
     assert [s.status for s in summary.per_shard] == [OK, UNREADABLE, MISSING]
     assert summary.predicted == 3 and summary.by_label == {"spam": 2, "ham": 1}
@@ -120,9 +115,8 @@ def test_in_process_prediction_is_counted_by_the_report_step(tmp_path: Path) -> 
     state.step, state.status = Step.REPORT, "running"  # PREDICT has just written predictions.jsonl
     save_state(done.output, state)
     done.write_shard(0, 1)
-    settings, inp, out = wiring.load_config(str(done.config), {})
-    outcome = run(wiring.build_context(settings, inp, out))
-    counted = outcome.state.counters["predictions"]
+    outcome = run(wiring.build_context(wiring.load_job(str(done.config), {})))
+    counted = outcome.state.counters.predictions
     assert outcome.state.step is Step.DONE and counted["status"] == "complete" and counted["shards"] == 1
     assert counted["by_label"] == done.expected_by_label() and counted["predicted"] == len(done.remaining)
     assert json.loads(done.output.read_text("metrics.json"))["predictions"] == counted

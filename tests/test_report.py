@@ -31,6 +31,7 @@ from core.report.render import (
 from core.run.state import IterationRecord, State, Step
 from core.schema import CallRecord, ClassScores, Metrics
 from core.storage.backends import LocalStorage
+from handlers import wiring
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["ham", "spam"]
@@ -168,7 +169,8 @@ def test_best_classifier_path_and_loading(tmp_path: Path, best: int | None) -> N
 
 
 def test_s3_output_explains_download(tmp_path: Path) -> None:
-    storage, _ = run_report(tmp_path, settings_summary=settings_summary(output="s3://bkt/runs/a"))
+    notes = wiring.report_notes(("openai/gpt-4o", "openai/gpt-4o-mini"), "s3://bkt/runs/a")
+    storage, _ = run_report(tmp_path, settings_summary=settings_summary(output="s3://bkt/runs/a"), notes=notes)
     md = storage.read_text(REPORT_KEY)
     assert "aws s3 cp --recursive s3://bkt/runs/a/classifiers/classifier_2/ ./classifier_2/" in md
     assert 'model="./classifier_2"' in md
@@ -217,8 +219,9 @@ def test_many_skipped_lines_are_capped_but_counted(tmp_path: Path) -> None:
     ids=["both-oracle", "one-oracle", "real-models"],
 )
 def test_oracle_disclaimer(tmp_path: Path, large: str, small: str, disclaimer: bool) -> None:
+    notes = wiring.report_notes((large, small), "/data/out")
     storage, _ = run_report(tmp_path, settings_summary=settings_summary(large, small),
-                            ledger_records=ledger(large, small))
+                            ledger_records=ledger(large, small), notes=notes)
     md = storage.read_text(REPORT_KEY)
     assert ("stand-in server that answers from the human labels" in md) is disclaimer
     assert json.loads(storage.read_text(METRICS_KEY))["labels_from_oracle"] is disclaimer
@@ -358,7 +361,7 @@ def _predictions(complete: bool) -> dict[str, Any]:
 def _with_predictions(doc: dict[str, Any] | None) -> State:
     state = make_state()
     if doc is not None:
-        state.counters["predictions"] = doc
+        state.counters.predictions = doc
     return state
 
 

@@ -85,11 +85,11 @@ def test_best_iteration_prefers_accuracy_then_later() -> None:
 def test_state_roundtrip_and_schema_check(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     s = _at_evaluate(0.7, iteration=2)
-    s.counters["chunks"] = 10
+    s.counters.chunks = 10
     save_state(storage, s)
     back = load_state(storage)
     assert back is not None and back.step is Step.EVALUATE and back.iterations[1].metrics == {"accuracy": 0.7}
-    assert back.counters == {"chunks": 10}
+    assert back.counters.chunks == 10 and back.counters == s.counters
     raw = json.loads(storage.read_text("state.json"))
     raw["schema_version"] = SCHEMA_VERSION + 1
     storage.write_text("state.json", json.dumps(raw))

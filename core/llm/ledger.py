@@ -12,13 +12,12 @@ buffered, or on ``flush``/``close``; callers flush at step boundaries so a long 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from core.schema import CallRecord
-from core.storage.jsonl_log import ShardWriter, read_shards
+from core.storage.jsonl_log import ShardWriter, read_shards, write_jsonl
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
@@ -113,6 +112,5 @@ class Ledger:
         """Flush, then write every record of every run as one JSONL object at ``key``; returns them."""
         self.flush()
         records = self.load_all()
-        body = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
-        self._storage.write_text(key, body)
+        write_jsonl(self._storage, key, (r.to_dict() for r in records))
         return records

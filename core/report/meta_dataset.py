@@ -21,18 +21,19 @@ successful: the caller passes only labeling calls whose reply parsed to a class.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from core.llm.rules import RulesResult
+from core.run import layout
+from core.storage.jsonl_log import write_jsonl
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
 META_KEYS = ("rules_creation_details", "label_details")
 EXTRA_KIND = "extra"
-META_DATASET_KEY = "meta_datagen/meta_dataset.jsonl"
+META_DATASET_KEY = layout.META_DATASET
 
 
 def validate_meta_keys(keys: Iterable[str]) -> list[str]:
@@ -97,6 +98,5 @@ def build_meta_examples(
 
 def write_meta_dataset(storage: Storage, examples: list[dict]) -> str:
     """One JSON object per line at ``meta_datagen/meta_dataset.jsonl``; returns the key."""
-    body = "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples)
-    storage.write_text(META_DATASET_KEY, body)
+    write_jsonl(storage, META_DATASET_KEY, examples)
     return META_DATASET_KEY

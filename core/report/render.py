@@ -11,7 +11,7 @@ The dict inputs, and the keys read from them (any may be missing):
   system.required_accuracy, api.large_model / api.small_model and path.output.
 - ``ingest_report``: top-level numbers are counts (``{"files": 12, "chunks": 900, ...}``), and ``"skipped"``
   is a list of ``SkippedInput.to_dict()`` (``line`` is set for a bad .jsonl line, None for a whole file).
-- ``state.counters["predictions"]``: the final prediction's count (``core.run.final_prediction``
+- ``state.counters.predictions``: the final prediction's count (``core.run.final_prediction``
   ``PredictionSummary.to_dict()``: totals per predicted label and per shard, missing shards named), or
   ``{"status": "pending", "shards": N, "jobs": {...}}`` while an array job predicts; absent when nothing counted.
 - ``label_summary``: top-level numbers are label counts (``{"test_labels_ok": 195, "test_labels_failed": 5}``)
@@ -23,37 +23,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.llm.ledger import totals as ledger_totals
 from core.report.plots import confusion_matrix_png, learning_curve_png
+from core.run import layout
 from core.run.state import IterationRecord, State, best_iteration
 from core.schema import CallRecord, Metrics
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
-ORACLE_PREFIX = "openai/oracle"
 FAILED_SAMPLES = 5
 MAX_LINE_SKIPS_SHOWN = 50  # a broken .jsonl can skip thousands of lines; the count is always complete
-REPORT_KEY = "report.md"
-METRICS_KEY = "metrics.json"
-LEARNING_CURVE_KEY = "plots/learning_curve.png"
-CONFUSION_KEY = "plots/confusion_matrix.png"
-# state.counters key of the final prediction's count (``PredictionSummary.to_dict()``, or a pending note)
-PREDICTIONS_COUNTER = "predictions"
+REPORT_KEY = layout.REPORT
+METRICS_KEY = layout.METRICS
+LEARNING_CURVE_KEY = layout.LEARNING_CURVE
+CONFUSION_KEY = layout.CONFUSION
+
+
+@dataclass(frozen=True)
+class ReportNotes:
+    """What the report says that only the caller knows: where the labels came from, how to fetch and recount.
+
+    Each command is a template the report fills in: ``fetch`` gets ``{src}`` (a folder of the output location)
+    and ``{dst}`` (a local folder); ``recount`` gets ``{shards}``. An empty one is left out of the report.
+    """
+
+    stand_in_llm: str = ""  # non-empty when the "LLM" was a stand-in: the notice the report shows about it
+    fetch: str = ""  # e.g. "aws s3 cp --recursive {src} {dst}" for an s3:// output; empty for a local one
+    recount: str = "`bootstrapper report CONFIG`"  # markdown: the command(s) in backticks
 
 
 def classifier_dir(n: int) -> str:
-    return f"classifiers/classifier_{n}/"
-
-
-def uses_oracle(settings_summary: Mapping[str, Any], totals: Mapping[str, Any]) -> bool:
-    """True when either configured model or any model in the ledger is the local oracle stand-in."""
-    api = settings_summary.get("api") or {}
-    names = [api.get("large_model") or "", api.get("small_model") or "", *totals.get("by_model", {})]
-    return any(n.startswith(ORACLE_PREFIX) for n in names)
+    return layout.classifier(n)
 
 
 def _best(state: State) -> int | None:
@@ -114,7 +118,8 @@ def label_failures(state: State, label_summary: Mapping[str, Any]) -> dict[str, 
 
 
 def metrics_document(state: State, *, settings_summary: Mapping[str, Any], totals: Mapping[str, Any],
-                     ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any]) -> dict[str, Any]:
+                     ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any],
+                     notes: ReportNotes = ReportNotes()) -> dict[str, Any]:
     """Everything machine-readable about the run, in one JSON-ready dict."""
     best = _best(state)
     return {
@@ -126,22 +131,21 @@ def metrics_document(state: State, *, settings_summary: Mapping[str, Any], total
         "best_classifier": classifier_dir(best) if best is not None else None,
         "iterations": [asdict(it) for it in state.iterations],
         "llm": dict(totals),
-        "labels_from_oracle": uses_oracle(settings_summary, totals),
+        "labels_from_oracle": bool(notes.stand_in_llm),
         "ingestion": dict(ingest_report),
         "labels": dict(label_summary),
         "label_failures": label_failures(state, label_summary),
-        "predictions": state.counters.get(PREDICTIONS_COUNTER),
+        "predictions": state.counters.predictions,
         "step_seconds": dict(state.step_seconds),
     }
 
 
-def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: bool) -> list[str]:
+def _status_section(state: State, settings_summary: Mapping[str, Any], stand_in: str) -> list[str]:
     required = _required_accuracy(settings_summary)
     lines = ["# Classifier bootstrapper report", ""]
-    status = {"done": "finished", "failed": "failed"}.get(state.status, f"in progress (step `{state.step.value}`)")
+    status = "finished" if state.status == "done" else f"in progress (step `{state.step.value}`)"
     lines.append(f"- **Status:** {status}, after {len(state.iterations)} training iteration(s).")
-    why = state.stop_reason or (f"the run failed during step `{state.step.value}` (see the job's log)"
-                                if state.status == "failed" else "it has not stopped yet")
+    why = state.stop_reason or "it has not stopped yet"
     lines.append(f"- **Why the loop stopped:** {why}")
     classes = (settings_summary.get("classification") or {}).get("classes")
     if classes:
@@ -153,11 +157,8 @@ def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: b
         lines.append(f"- **Models:** rules and test labels by `{api.get('large_model')}`, training labels by "
                      f"`{api.get('small_model')}`.")
     lines.append("")
-    if oracle:
-        lines += ["> **The labels in this run did not come from an LLM.** The models are the local oracle "
-                  "(`openai/oracle-*`), a stand-in server that answers from the human labels found in the "
-                  "input. The accuracy figures show how well the classifier learns those human labels, not "
-                  "how good an LLM's labels would be, and the spend figures are not real costs.", ""]
+    if stand_in:
+        lines += [f"> **The labels in this run did not come from an LLM.** {stand_in}", ""]
     lines.append("Accuracy is agreement with the large model's labels on the held-out test set (95% Wilson "
                  "interval in brackets).")
     if any(it.gold_metrics for it in state.iterations):
@@ -165,7 +166,7 @@ def _status_section(state: State, settings_summary: Mapping[str, Any], oracle: b
     return [*lines, ""]
 
 
-def _best_section(state: State, settings_summary: Mapping[str, Any]) -> list[str]:
+def _best_section(state: State, settings_summary: Mapping[str, Any], fetch: str) -> list[str]:
     best = _best(state)
     if best is None:
         return ["## Best classifier", "", "No classifier has been evaluated yet.", ""]
@@ -175,9 +176,9 @@ def _best_section(state: State, settings_summary: Mapping[str, Any]) -> list[str
     lines = ["## Best classifier", "", f"Iteration {best}: `{path}` in the output location"
              + (f", accuracy {_acc_ci(rec.metrics)} on {rec.metrics['n']} test labels." if rec and rec.metrics
                 else ".")]
-    if output.startswith("s3://"):
-        lines += ["", f"Copy it locally first: `aws s3 cp --recursive {output}/{path} ./classifier_{best}/`"]
+    if fetch:
         local = f"./classifier_{best}"
+        lines += ["", f"Copy it locally first: `{fetch.format(src=f'{output}/{path}', dst=local + '/')}`"]
     else:
         local = f"{output}/{path}".rstrip("/")
     lines += ["", "Load it with transformers:", "", "```python", "from transformers import pipeline", "",
@@ -278,8 +279,8 @@ def _labels_section(state: State, label_summary: Mapping[str, Any]) -> list[str]
     return [*out, ""]
 
 
-def _predictions_section(state: State) -> list[str]:
-    p = state.counters.get(PREDICTIONS_COUNTER)
+def _predictions_section(state: State, recount: str) -> list[str]:
+    p = state.counters.predictions
     out = ["## Final prediction", ""]
     if not p:
         return [*out, "No final prediction is counted in this run: `classification.predict_on_whole_set_at_the_end` "
@@ -291,8 +292,7 @@ def _predictions_section(state: State) -> list[str]:
                 f"job `{jobs.get('report', '?')}` re-renders this report with their counts once every shard "
                 "has succeeded. Batch runs a dependent job only when all its dependencies succeed: if a shard "
                 "fails for good, that job fails without running. Then re-run the shard and count again with "
-                f"`python -m handlers.batch_job report CONFIG_URI --shards {p['shards']}` (or "
-                "`bootstrapper report CONFIG`); the count names any shard still missing.", ""]
+                f"{recount.format(shards=p['shards'])}; the count names any shard still missing.", ""]
     expected = p.get("expected")
     shards = p.get("shards", 1)
     where = f" (in {shards} shards)" if shards > 1 else ""
@@ -325,16 +325,16 @@ def _timings_section(state: State) -> list[str]:
 
 def render_report_md(state: State, *, settings_summary: Mapping[str, Any], totals: Mapping[str, Any],
                      ingest_report: Mapping[str, Any], label_summary: Mapping[str, Any],
-                     plot_keys: Iterable[str] = ()) -> str:
+                     plot_keys: Iterable[str] = (), notes: ReportNotes = ReportNotes()) -> str:
     parts = [
-        *_status_section(state, settings_summary, uses_oracle(settings_summary, totals)),
-        *_best_section(state, settings_summary),
+        *_status_section(state, settings_summary, notes.stand_in_llm),
+        *_best_section(state, settings_summary, notes.fetch),
         *_iterations_section(state),
         *_best_details_section(state),
         *_spend_section(totals),
         *_ingestion_section(ingest_report),
         *_labels_section(state, label_summary),
-        *_predictions_section(state),
+        *_predictions_section(state, notes.recount),
         *_timings_section(state),
     ]
     plot_keys = list(plot_keys)
@@ -370,12 +370,13 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
 
 
 def write_report(storage: Storage, state: State, *, settings_summary: dict, ledger_records: list[CallRecord],
-                 ingest_report: dict, label_summary: dict, plots: bool = True) -> list[str]:
+                 ingest_report: dict, label_summary: dict, plots: bool = True,
+                 notes: ReportNotes = ReportNotes()) -> list[str]:
     """Write metrics.json, the PNG plots (when ``plots``) and report.md; returns the keys written."""
     totals = ledger_totals(ledger_records)
     written: list[str] = []
     doc = metrics_document(state, settings_summary=settings_summary, totals=totals, ingest_report=ingest_report,
-                           label_summary=label_summary)
+                           label_summary=label_summary, notes=notes)
     storage.write_text(METRICS_KEY, json.dumps(doc, indent=2, ensure_ascii=False))
     written.append(METRICS_KEY)
     plot_keys: list[str] = []
@@ -392,6 +393,6 @@ def write_report(storage: Storage, state: State, *, settings_summary: dict, ledg
     written += plot_keys
     storage.write_text(REPORT_KEY, render_report_md(state, settings_summary=settings_summary, totals=totals,
                                                     ingest_report=ingest_report, label_summary=label_summary,
-                                                    plot_keys=plot_keys))
+                                                    plot_keys=plot_keys, notes=notes))
     written.append(REPORT_KEY)
     return written

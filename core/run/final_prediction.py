@@ -15,22 +15,21 @@ Does not: predict, decide which chunks are predicted (``core.run.steps.remaining
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, ObjectNotFound
-from core.run.steps import prediction_key
+from core.run import layout
+from core.storage.jsonl_log import read_jsonl
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
 # Shard statuses; every one but OK is a problem the report names.
 OK, MISSING, EMPTY, SHORT, EXTRA, UNREADABLE = "ok", "missing", "empty", "short", "extra", "unreadable"
-_PART = re.compile(r"predictions-part-(\d+)-of-(\d+)\.jsonl$")
+_PART = layout.PREDICTION_PART
 _WHY = {
     MISSING: "no prediction file: its worker failed or has not run yet",
     EMPTY: "the prediction file is empty: its worker wrote nothing",
@@ -98,15 +97,6 @@ class PredictionSummary:
                 "problems": self.problems(), "per_shard": [asdict(s) for s in self.per_shard]}
 
 
-def count_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Chunks per predicted label.
-
-    >>> count_rows([{"label": "spam"}, {"label": "ham"}, {"label": "spam"}])
-    {'spam': 2, 'ham': 1}
-    """
-    return dict(Counter(str(r.get("label")) for r in rows).most_common())
-
-
 def shard_status(file: ShardFile, expected: int | None) -> str:
     """OK when the file exists, parses, and holds as many chunks as the shard has (any number, if unknown)."""
     if not file.found:
@@ -129,7 +119,7 @@ def summarize(files: Mapping[int, ShardFile], shards: int,
     for index in range(shards):
         file = files.get(index, ShardFile(found=False))
         want = None if expected is None else int(expected.get(index, 0))
-        per_shard.append(ShardCount(index=index, key=prediction_key(index, shards), status=shard_status(file, want),
+        per_shard.append(ShardCount(index=index, key=layout.predictions(index, shards), status=shard_status(file, want),
                                     predicted=file.predicted, expected=want, by_label=dict(file.by_label),
                                     bad_lines=file.bad_lines))
         total.update(file.by_label)
@@ -157,9 +147,9 @@ def shards_from_keys(keys: Iterable[str]) -> int | None:
     single = False
     for key in keys:
         m = _PART.search(key)
-        if m and prediction_key(int(m.group(1)), int(m.group(2))) == key:
+        if m and layout.predictions(int(m.group(1)), int(m.group(2))) == key:
             counts.add(int(m.group(2)))
-        elif key == prediction_key(0, 1):
+        elif key == layout.predictions(0, 1):
             single = True
     if len(counts) > 1:
         raise ConfigError("--shards", f"prediction part files for {sorted(counts)} shards lie side by side; "
@@ -171,32 +161,23 @@ def shards_from_keys(keys: Iterable[str]) -> int | None:
 
 def detect_shards(storage: Storage, default: int) -> int:
     """The shard count of the prediction files in ``storage``, else ``default`` (when there are none yet)."""
-    folder = prediction_key(0, 1).rpartition("/")[0] + "/"
-    return shards_from_keys(storage.list(folder)) or default
+    return shards_from_keys(storage.list(layout.FINAL_OUTPUT)) or default
 
 
 def read_shard(storage: Storage, key: str) -> ShardFile:
-    """Count one prediction file; a line that is not JSON is counted as bad, never raised."""
+    """Count one prediction file; a line that is not a JSON object is counted as bad, never raised."""
     labels: Counter[str] = Counter()
-    bad = 0
+    bad: list[int] = []
     try:
-        with storage.open_read(key) as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    bad += 1
-                    continue
-                labels[str(row.get("label")) if isinstance(row, dict) else "?"] += 1
+        for row in read_jsonl(storage, key, on_bad_line=lambda n, _why: bad.append(n)):
+            labels[str(row.get("label"))] += 1
     except ObjectNotFound:
         return ShardFile(found=False)
-    return ShardFile(found=True, by_label=dict(labels), bad_lines=bad)
+    return ShardFile(found=True, by_label=dict(labels), bad_lines=len(bad))
 
 
 def gather(storage: Storage, shards: int, expected: Mapping[int, int] | None = None) -> PredictionSummary:
     """Read every shard's prediction file of an N-shard prediction and summarize them."""
     if shards < 1:
         raise ConfigError("--shards", f"need at least 1 shard, got {shards}")
-    return summarize({i: read_shard(storage, prediction_key(i, shards)) for i in range(shards)}, shards, expected)
+    return summarize({i: read_shard(storage, layout.predictions(i, shards)) for i in range(shards)}, shards, expected)

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import LeaseHeld, ObjectNotFound
+from core.run import layout
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
-LEASE_KEY = "lease.json"
+LEASE_KEY = layout.LEASE
 
 
 @dataclass(frozen=True)

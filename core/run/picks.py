@@ -11,51 +11,49 @@ from __future__ import annotations
 
 import json
 
-from core.run.context import CLS, RunContext, classifier_dir, load_chunks, load_splits, read_jsonl, train_config
-
-
-def selection_key(n: int) -> str:
-    return f"iterations/iteration_{n}.json"
-
+from core.run import layout
+from core.run.context import RunContext, classifier_dir, train_config
+from core.run.data import RunData
+from core.storage.jsonl_log import read_jsonl
 
 SELECTION_CANDIDATES = 4000  # chunks scored per iteration for uncertainty/balanced (a seeded sample of the pool)
 
 
-def selected_ids(ctx: RunContext, n: int) -> list[str]:
+def selected_ids(ctx: RunContext, data: RunData, n: int) -> list[str]:
     """The chunks iteration ``n`` adds; chosen once and stored, so a resume labels exactly the same ones."""
-    key = selection_key(n)
-    if ctx.output.exists(key):
-        return json.loads(ctx.output.read_text(key))["ids"]
-    splits = load_splits(ctx)
+    stored = data.pick(n)
+    if stored is not None:
+        return stored
+    splits = data.splits
     strategy = ctx.settings.training.selection
     if n == 1 and strategy == "random":
         ids = splits["train"]
     elif n == 1:
         # no classifier yet: cover the input's kinds of text (train + pool, so no chunk is left out)
         candidates = (splits["train"] + splits["pool"])[:SELECTION_CANDIDATES]
-        ids = _representatives(ctx, candidates, len(splits["train"]))
+        ids = _representatives(ctx, data, candidates, len(splits["train"]))
         strategy = "representative"
     else:
         k = ctx.settings.training.train_set_increment
-        used = {i for m in range(1, n) for i in json.loads(ctx.output.read_text(selection_key(m)))["ids"]}
+        used = set(data.picked_until(n - 1))
         remaining = [i for i in splits["train"] + splits["pool"] if i not in used]
         if strategy == "random" or len(remaining) <= k:
             ids = remaining[:k]
         else:
-            ids = _select_with_classifier(ctx, n - 1, remaining[:SELECTION_CANDIDATES], k, strategy)
-    ctx.output.write_text(key, json.dumps({"iteration": n, "ids": ids, "strategy": strategy}))
+            ids = _select_with_classifier(ctx, data, n - 1, remaining[:SELECTION_CANDIDATES], k, strategy)
+    ctx.output.write_text(layout.iteration_choice(n), json.dumps({"iteration": n, "ids": ids, "strategy": strategy}))
+    data.remember_pick(n, ids)
     return ids
 
 
-def _representatives(ctx: RunContext, candidates: list[str], k: int) -> list[str]:
+def _representatives(ctx: RunContext, data: RunData, candidates: list[str], k: int) -> list[str]:
     from core.model import selection
     from core.model.embeddings import embed_texts
 
     if k >= len(candidates):
         return candidates
     t = ctx.settings.training
-    chunks = load_chunks(ctx)
-    texts = [chunks[i].text for i in candidates]
+    texts = data.texts(candidates)
     tick = ctx.progress("embedding candidates for the first training set", len(texts))
     vectors = embed_texts(train_config(ctx).model_path, texts, max_length=t.max_length,
                           truncation_type=t.truncation_type, threads=ctx.settings.system.torch_threads,
@@ -64,18 +62,17 @@ def _representatives(ctx: RunContext, candidates: list[str], k: int) -> list[str
     return selection.representatives(candidates, texts, vectors, k, seed=ctx.settings.system.seed)
 
 
-def _select_with_classifier(ctx: RunContext, previous: int, candidates: list[str], k: int,
+def _select_with_classifier(ctx: RunContext, data: RunData, previous: int, candidates: list[str], k: int,
                             strategy: str) -> list[str]:
     from core.model import selection
     from core.model.classifier import load_classifier
 
     classes = ctx.settings.classification.classes
-    chunks = load_chunks(ctx)
-    texts = [chunks[i].text for i in candidates]
+    texts = data.texts(candidates)
     clf = load_classifier(classifier_dir(ctx, previous))
     _, probs = clf.predict_proba(texts, batch_size=ctx.settings.training.predict_batch_size)
     counts: dict[str, int] = {}
-    for row in read_jsonl(ctx.output, f"{CLS}datasets/dataset_{previous}.jsonl"):
+    for row in read_jsonl(ctx.output, layout.dataset(previous)):
         counts[row["label"]] = counts.get(row["label"], 0) + 1
     if strategy == "uncertainty":
         return selection.select_uncertain(candidates, texts, probs, k, classes, counts)

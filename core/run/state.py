@@ -17,12 +17,13 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ObjectNotFound, StateError
+from core.run import layout
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
 SCHEMA_VERSION = 1
-STATE_KEY = "state.json"
+STATE_KEY = layout.STATE
 
 class Step(str, Enum):
     INGEST = "ingest"
@@ -51,6 +52,30 @@ class IterationRecord:
 
 
 @dataclass
+class Counters:
+    """What the steps counted, by name: the report and the handlers read these fields, never string keys."""
+
+    files_read: int = 0  # ingest
+    chunks: int = 0
+    inputs_skipped: int = 0
+    duplicates_dropped: int = 0
+    test_chunks: int = 0  # split
+    initial_train_chunks: int = 0
+    pool_chunks: int = 0
+    test_labels_ok: int = 0  # label_test
+    test_labels_failed: int = 0
+    predicted_chunks: int = 0  # predict (this process's shard), or the count over every shard
+    predict_precision: dict[str, Any] | None = None  # core.model.predict.PrecisionCheck.to_dict()
+    # The final prediction's count (core.run.final_prediction.PredictionSummary.to_dict()), or
+    # {"status": "pending", "shards": N, "jobs": {...}} while an array job predicts; None when nothing counted.
+    predictions: dict[str, Any] | None = None
+
+    def labels(self) -> dict[str, int]:
+        """The label counts the report lists."""
+        return {"test_labels_ok": self.test_labels_ok, "test_labels_failed": self.test_labels_failed}
+
+
+@dataclass
 class Limits:
     """What ``next_step`` needs from the config to decide when the loop stops."""
 
@@ -69,8 +94,8 @@ class State:
     pool_remaining: int = 0
     best_iteration: int | None = None
     stop_reason: str = ""
-    status: str = "running"  # running | done | failed
-    counters: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"  # running | done
+    counters: Counters = field(default_factory=Counters)
     step_seconds: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -94,6 +119,7 @@ class State:
         d = dict(d)
         d["step"] = Step(d["step"])
         d["iterations"] = [IterationRecord(**it) for it in d.get("iterations", [])]
+        d["counters"] = Counters(**d.get("counters", {}))
         return cls(**d)
 
 
