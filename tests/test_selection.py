@@ -130,3 +130,62 @@ def test_uncertain_class_shares_come_only_from_the_shortlist() -> None:
     assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts) == ["s", "p"]
     # without a real shortlist, the share would buy the confident "b" chunks too
     assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts, shortlist=3.0) == ["s", "t"]
+
+
+# --- pinned picks on a fixed pool --------------------------------------------------------------------------
+
+
+def _fixed_pool() -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """40 candidates over 14 near-duplicate groups (a stem plus a number), seeded probabilities and embeddings."""
+    rng = np.random.default_rng(2024)
+    stems = ["win a prize", "see you soon", "meeting moved", "call me back", "free entry", "lunch at noon",
+             "your parcel is late", "reset your password", "happy birthday", "train delayed",
+             "invoice attached", "vote now", "claim your reward", "good night"]
+    ids = [f"c{i:02d}" for i in range(40)]
+    texts = [f"{stems[i % len(stems)]} {i}" for i in range(40)]
+    logits = rng.normal(size=(40, 3)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return ids, texts, probs, rng.normal(size=(40, 5))
+
+
+# Recorded before selection.py was reorganised: a refactor must leave every pick where it was. k=20 exceeds the
+# 14 near-duplicate groups, so those cases also pin the "fill with the rest" fallback.
+PINNED_PICKS: dict[str, list[str]] = {
+    "uncertain-plain-5": ["c39", "c20", "c38", "c08", "c13"],
+    "uncertain-shares-5": ["c39", "c38", "c08", "c20", "c13"],
+    "balanced-5": ["c35", "c14", "c06", "c12", "c17"],
+    "representatives-5": ["c33", "c39", "c27", "c12", "c00"],
+    "uncertain-plain-12": ["c39", "c20", "c38", "c08", "c13", "c03", "c09", "c26", "c30", "c00", "c33", "c18"],
+    "uncertain-shares-12": ["c39", "c38", "c13", "c26", "c34", "c08", "c16", "c33", "c07", "c03", "c09", "c00"],
+    "balanced-12": ["c35", "c14", "c32", "c15", "c37", "c06", "c12", "c17", "c02", "c33", "c36", "c39"],
+    "representatives-12": ["c37", "c28", "c01", "c27", "c02", "c18", "c06", "c31", "c19", "c07", "c08", "c10"],
+    "uncertain-plain-20": ["c39", "c20", "c38", "c08", "c13", "c03", "c09", "c26", "c30", "c00", "c33", "c18",
+                           "c07", "c29", "c10", "c34", "c36", "c16", "c25", "c27"],
+    "uncertain-shares-20": ["c39", "c38", "c13", "c26", "c34", "c00", "c22", "c19", "c16", "c07", "c01", "c17",
+                            "c09", "c18", "c20", "c08", "c03", "c10", "c36", "c30"],
+    "balanced-20": ["c35", "c14", "c32", "c15", "c37", "c22", "c19", "c25", "c06", "c12", "c17", "c02", "c38",
+                    "c13", "c00", "c01", "c03", "c04", "c05", "c07"],
+    "representatives-20": ["c16", "c28", "c13", "c22", "c37", "c25", "c04", "c06", "c31", "c19", "c10", "c01",
+                           "c07", "c12", "c00", "c02", "c03", "c05", "c08", "c09"],
+    "balanced-even-9": ["c24", "c05", "c31", "c35", "c14", "c32", "c06", "c12", "c01"],
+}
+
+
+def _picks(case: str) -> list[str]:
+    ids, texts, probs, embeddings = _fixed_pool()
+    classes, counts = ["a", "b", "c"], {"a": 30, "b": 4, "c": 0}
+    strategy, k = case.rsplit("-", 1)[0], int(case.rsplit("-", 1)[1])
+    if strategy == "uncertain-plain":
+        return select_uncertain(ids, texts, probs, k)
+    if strategy == "uncertain-shares":
+        return select_uncertain(ids, texts, probs, k, classes, counts)
+    if strategy == "balanced":
+        return select_balanced(ids, texts, probs, classes, counts, k)
+    if strategy == "balanced-even":
+        return select_balanced(ids, texts, probs, classes, {}, k)
+    return representatives(ids, texts, embeddings, k, seed=3)
+
+
+@pytest.mark.parametrize("case", list(PINNED_PICKS), ids=list(PINNED_PICKS))
+def test_picks_on_a_fixed_pool_are_pinned(case: str) -> None:
+    assert _picks(case) == PINNED_PICKS[case]
