@@ -1,10 +1,14 @@
-"""Selection strategies: pure behaviour on hand-made probabilities."""
+"""Selection strategies: pure behaviour on hand-made probabilities, pinned picks, and the module's worked examples."""
 
 from __future__ import annotations
+
+import doctest
+import inspect
 
 import numpy as np
 import pytest
 
+from core.model import selection
 from core.model.selection import (
     class_shares,
     kmeans,
@@ -50,9 +54,9 @@ def test_balanced_favours_the_rare_class() -> None:
     texts = [f"text number {w}" for w in "abcdefghij"]
     p_spam = np.array([0.05, 0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.95, 0.4, 0.6])
     probs = np.stack([1 - p_spam, p_spam], axis=1)
-    chosen = select_balanced(ids, texts, probs, ["ham", "spam"], {"ham": 50, "spam": 2}, 4)
+    chosen = select_balanced(ids, texts, probs, 4, ["ham", "spam"], {"ham": 50, "spam": 2})
     assert chosen == ["c7", "c1", "c3", "c5"]  # the most confident spam, most confident first
-    assert len(set(select_balanced(ids, texts, probs, ["ham", "spam"], {}, 10))) == 10
+    assert len(set(select_balanced(ids, texts, probs, 10, ["ham", "spam"], {}))) == 10
 
 
 def test_near_duplicate_key_ignores_case_numbers_punctuation() -> None:
@@ -180,12 +184,25 @@ def _picks(case: str) -> list[str]:
     if strategy == "uncertain-shares":
         return select_uncertain(ids, texts, probs, k, classes, counts)
     if strategy == "balanced":
-        return select_balanced(ids, texts, probs, classes, counts, k)
+        return select_balanced(ids, texts, probs, k, classes, counts)
     if strategy == "balanced-even":
-        return select_balanced(ids, texts, probs, classes, {}, k)
+        return select_balanced(ids, texts, probs, k, classes, {})
     return representatives(ids, texts, embeddings, k, seed=3)
 
 
 @pytest.mark.parametrize("case", list(PINNED_PICKS), ids=list(PINNED_PICKS))
 def test_picks_on_a_fixed_pool_are_pinned(case: str) -> None:
     assert _picks(case) == PINNED_PICKS[case]
+
+
+# --- the worked examples -----------------------------------------------------------------------------------
+
+
+def test_every_public_function_has_a_worked_example_that_runs() -> None:
+    public = [name for name, fn in inspect.getmembers(selection, inspect.isfunction)
+              if not name.startswith("_") and fn.__module__ == selection.__name__]
+    assert sorted(public) == sorted(["class_shares", "kmeans", "margins", "near_duplicate_key", "representatives",
+                                     "select_balanced", "select_uncertain"])
+    assert [name for name in public if ">>>" not in (getattr(selection, name).__doc__ or "")] == []
+    results = doctest.testmod(selection, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.failed == 0 and results.attempted >= len(public)
