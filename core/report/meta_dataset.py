@@ -25,12 +25,13 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from core.config import META_DATAGEN_KEYS
 from core.llm.rules import RulesResult
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
-META_KEYS = ("rules_creation_details", "label_details")
+META_KEYS = META_DATAGEN_KEYS  # defined with the setting, so that core.config can refuse a typo at load
 EXTRA_KIND = "extra"
 META_DATASET_KEY = "meta_datagen/meta_dataset.jsonl"
 
