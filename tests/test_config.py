@@ -260,19 +260,6 @@ def test_settings_are_immutable() -> None:
         settings.training.max_iters = 9  # type: ignore[misc]
 
 
-def test_training_defaults_match_the_trainer_defaults() -> None:
-    # The settings mirror core.model.training.TrainConfig; a default changed in one place only would make a run
-    # differ from the benchmarks (which build TrainConfig directly) without anyone noticing.
-    from dataclasses import fields
-
-    from core.model.training import TrainConfig
-
-    settings = load_settings(yaml.safe_dump(BASE)).training
-    shared = [f for f in fields(TrainConfig) if f.name in type(settings).model_fields and f.name != "model_path"]
-    assert {f.name for f in shared} >= {"epochs", "learning_rate", "min_steps", "head_learning_rate"}
-    assert {f.name: getattr(settings, f.name) for f in shared} == {f.name: f.default for f in shared}
-
-
 def test_meta_datagen_keys_from_the_environment_are_checked_too() -> None:
     environ = {"BOOTSTRAPPER_META_DATAGEN__META_DATAGEN_KEYS": '["label_detail"]'}
     error = load_error(yaml.safe_dump(BASE), environ)
