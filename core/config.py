@@ -5,7 +5,8 @@ fields use ``__`` (``BOOTSTRAPPER_TRAINING__MAX_ITERS=3``) and lists are JSON
 (``BOOTSTRAPPER_CLASSIFICATION__CLASSES='["ham","spam"]'``). Every problem found (bad YAML, unknown keys,
 out-of-range values, API keys written into the file) is gathered into one ``ConfigError`` whose ``field`` is
 the dotted path of the first, so a run fails before any work starts; a misspelt field name or value gets a
-"did you mean" suggestion.
+"did you mean" suggestion. Every value is checked here and only here: the modules that use a setting trust it,
+except for what only the base model can tell (whether ``training.max_length`` fits it).
 
 This module does not read files or ``os.environ`` (the handler passes both in), and does not resolve relative
 paths: ``path.input``/``path.output`` are returned exactly as written.

@@ -160,8 +160,6 @@ def test_resolve_base_model() -> None:
     assert (Path(bundled) / "config.json").is_file()
     assert resolve_base_model("") == bundled
     assert resolve_base_model("/models/mine") == "/models/mine"
-    with pytest.raises(ConfigError, match="bundled"):
-        resolve_base_model("bundled:bert-huge")
 
 
 # --- the config, from the run's settings ---------------------------------------------------------------------
