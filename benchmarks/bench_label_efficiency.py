@@ -105,7 +105,7 @@ def pick(strategy: str, remaining: list[dict], labeled: list[dict], k: int, mode
     if strategy == "uncertainty":
         chosen = selection.select_uncertain(ids, texts, probs, k, classes, counts)
     else:
-        chosen = selection.select_balanced(ids, texts, probs, classes, counts, k)
+        chosen = selection.select_balanced(ids, texts, probs, k, classes, counts)
     chosen_set = {int(i) for i in chosen}
     picked = [cands[i] for i in sorted(chosen_set)]
     return picked, [r for i, r in enumerate(cands) if i not in chosen_set] + remaining[CANDIDATES:]

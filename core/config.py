@@ -4,7 +4,9 @@
 fields use ``__`` (``BOOTSTRAPPER_TRAINING__MAX_ITERS=3``) and lists are JSON
 (``BOOTSTRAPPER_CLASSIFICATION__CLASSES='["ham","spam"]'``). Every problem found (bad YAML, unknown keys,
 out-of-range values, API keys written into the file) is gathered into one ``ConfigError`` whose ``field`` is
-the dotted path of the first, so a run fails before any work starts.
+the dotted path of the first, so a run fails before any work starts; a misspelt field name or value gets a
+"did you mean" suggestion. Every value is checked here and only here: the modules that use a setting trust it,
+except for what only the base model can tell (whether ``training.max_length`` fits it).
 
 This module does not read files or ``os.environ`` (the handler passes both in), and does not resolve relative
 paths: ``path.input``/``path.output`` are returned exactly as written.
@@ -16,10 +18,10 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -35,6 +37,16 @@ ENV_NESTED_DELIMITER = "__"
 # (section, field) pairs that may only come from the environment and never appear in dumps.
 SECRET_FIELDS: tuple[tuple[str, str], ...] = (("api", "large_api_key"), ("api", "small_api_key"))
 
+# The allowed values of settings that other modules branch on, defined here once for those modules to import, so
+# that what the config accepts and what the code handles cannot drift apart.
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+TruncationType = Literal["head", "head-tail"]
+TRUNCATION_TYPES: tuple[str, ...] = get_args(TruncationType)
+Precision = Literal["fp32", "bf16", "int8"]  # what a classifier can predict at
+PrecisionSetting = Literal["auto", Precision]
+MetaDatagenKey = Literal["rules_creation_details", "label_details"]  # kinds of core.report.meta_dataset examples
+META_DATAGEN_KEYS: tuple[str, ...] = get_args(MetaDatagenKey)
+
 Size = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -42,6 +54,24 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads `yes`/`true` as a boolean, which pydantic would take for 1 (`chunk_size: true` is a
+        # one-character chunk); JSON in an environment variable can say `true` too.
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and {int, float} & _plain_types(annotation):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+
+def _plain_types(annotation: Any) -> set[Any]:
+    """``int | None`` -> {int, None}; ``Annotated[int, ...]`` -> {int}; ``float`` -> {float}."""
+    if get_origin(annotation) is Annotated:
+        return _plain_types(get_args(annotation)[0])
+    args = get_args(annotation)
+    return set().union(*map(_plain_types, args)) if args and get_origin(annotation) is not Literal else {annotation}
 
 
 class ClassificationSettings(_Section):
@@ -89,22 +119,35 @@ class SystemSettings(_Section):
 
 
 class TrainingSettings(_Section):
+    """How the classifier is trained, selected for and predicted with.
+
+    These defaults are the only ones: ``core.model.training.TrainConfig`` reads its own from here.
+    """
+
     max_iters: Size = 5
-    model_path: NonEmptyStr = "bundled:all-MiniLM-L6-v2"
+    model_path: NonEmptyStr = BUNDLED_MODEL
     test_set_size: Size = 200
     train_set_increment: Size = 200
     train_set_size: Size = 200
-    truncation_type: Literal["head", "head-tail"] = "head-tail"
-    # epochs, learning_rate, min_steps: the recipe measured best for the bundled MiniLM (core/training.py)
+    truncation_type: TruncationType = "head-tail"
+    # Measured on SMS spam and TREC with the bundled MiniLM (benchmarks/RESULTS.md, label efficiency): at 5e-5 a
+    # few hundred examples leave it under-trained (TREC, 200 labels: 0.42 gold accuracy vs 0.87).
     epochs: Size = 3
     learning_rate: PositiveFloat = 2e-4
     batch_size: Size = 16
-    max_length: Size = 128
+    max_length: Size = 128  # a limit of the base model itself is checked once it is loaded
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False)
     class_weighted_loss: bool = True
+    # 1 = inverse class frequency. Below 1 tempers it: with a noisy labeler, the few examples wrongly given a
+    # rare class would otherwise weigh as much as its many right ones (10% noise on SMS spam: ~40% of "spam").
     class_weight_power: float = Field(0.5, ge=0, le=1)
+    # Small sets get extra epochs until the run has at least this many optimizer steps
+    # (core.model.training.plan_epochs).
     min_steps: int = Field(100, ge=0)
+    # Opt-in knobs, measured without a gain for the bundled MiniLM (TREC, 1,000 labels at 10% noise: 0.900 with a
+    # head rate of 1e-3, 0.894 with smoothing 0.1, vs 0.904 without), kept for other base models.
+    # Peak learning rate of the freshly initialised classification head; None means ``learning_rate``.
     head_learning_rate: PositiveFloat | None = None
     label_smoothing: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     # uncertainty: the fewest labels to reach random's final gold accuracy, and the best final accuracy, at 10%
@@ -114,12 +157,19 @@ class TrainingSettings(_Section):
     predict_shards: Size = 1
     # auto: int8, else bf16 (where the CPU has bf16 instructions), else fp32; a reduced one is used only when it
     # costs at most 0.5 accuracy points against fp32 on the test set (core.model.predict.choose_precision)
-    predict_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    predict_precision: PrecisionSetting = "auto"
+
+    @field_validator("model_path")
+    @classmethod
+    def _known_bundled_model(cls, model_path: str) -> str:
+        if model_path.startswith("bundled:") and model_path != BUNDLED_MODEL:
+            raise ValueError(f"unknown bundled model; the one bundled is {BUNDLED_MODEL!r}")
+        return model_path
 
 
 class MetaDatagenSettings(_Section):
     do_meta_datagen: bool = False
-    meta_datagen_keys: list[str] = ["rules_creation_details", "label_details"]
+    meta_datagen_keys: list[MetaDatagenKey] = list(META_DATAGEN_KEYS)
     meta_datagen_extras: list[str] = []
 
 
@@ -258,26 +308,42 @@ def _has_path(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
     return True
 
 
-def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    model: Any = Settings
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        model = field.annotation if field is not None else None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+def _annotation(loc: tuple[int | str, ...]) -> Any:
+    """The type at ``loc`` in ``Settings``: a section model, a field's type, or a list field's item type."""
+    node: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            node = next(iter(get_args(node)), None)  # list[X] -> X
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        else:
+            return None
+    return node
+
+
+def _choices(loc: tuple[int | str, ...]) -> list[str]:
+    """What may stand at ``loc``: the field names of a section, or the values of a ``Literal`` setting."""
+    node = _annotation(loc)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return [str(value) for value in get_args(node)] if get_origin(node) is Literal else []
+
+
+def _did_you_mean(word: object, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        return "unknown field" + _did_you_mean(loc)
+        return "unknown field" + _did_you_mean(loc[-1], _choices(loc[:-1]))
     if error["type"] == "missing":
         return "required field is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    hint = _did_you_mean(error["input"], _choices(loc)) if error["type"] == "literal_error" else ""
     secret = any(loc[: len(s)] == s for s in SECRET_FIELDS)
-    return f"{message}; got {'<redacted>' if secret else _short(error['input'])}"
+    return f"{message}; got {'<redacted>' if secret else _short(error['input'])}{hint}"
 
 
 def _parse_yaml(yaml_text: str, source: str) -> dict[str, Any]:
@@ -304,7 +370,7 @@ def _file_problems(data: dict[str, Any], source: str) -> tuple[dict[str, Any], l
         # Checked here because pydantic-settings matches top-level names case-insensitively and would
         # silently drop "Training:" next to "training:".
         if key not in Settings.model_fields:
-            problems.append((str(key), "unknown field" + _did_you_mean((str(key),)) + f" (in {source})"))
+            problems.append((str(key), "unknown field" + _did_you_mean(key, _choices(())) + f" (in {source})"))
         else:
             clean[key] = value
     for section, name in SECRET_FIELDS:

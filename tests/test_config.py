@@ -62,7 +62,28 @@ INVALID: list[Any] = [
                  id="too-many-label-processes"),
     pytest.param(with_("training", truncation_type="tail"), "training.truncation_type", ["'head'", "'head-tail'",
                  "got 'tail'"], id="unknown-truncation"),
+    pytest.param(with_("training", truncation_type="head_tail"), "training.truncation_type",
+                 ["got 'head_tail' (did you mean 'head-tail'?)"], id="misspelt-truncation"),
     pytest.param(with_("training", selection="smart"), "training.selection", ["got 'smart'"], id="unknown-selection"),
+    pytest.param(with_("training", selection="uncertain"), "training.selection",
+                 ["got 'uncertain' (did you mean 'uncertainty'?)"], id="misspelt-selection"),
+    pytest.param(with_("training", predict_precision="fp16"), "training.predict_precision",
+                 ["'auto', 'fp32', 'bf16' or 'int8'", "got 'fp16'"], id="unknown-precision"),
+    pytest.param(with_("training", model_path="bundled:bert-huge"), "training.model_path",
+                 ["unknown bundled model", "'bundled:all-MiniLM-L6-v2'", "got 'bundled:bert-huge'"],
+                 id="unknown-bundled-model"),
+    pytest.param(with_("meta_datagen", meta_datagen_keys=["rules_creation_details", "label_detials"]),
+                 "meta_datagen.meta_datagen_keys[1]",
+                 ["'rules_creation_details' or 'label_details'", "got 'label_detials' (did you mean 'label_details'?)"],
+                 id="misspelt-meta-datagen-key"),
+    pytest.param(with_("meta_datagen", meta_datagen_keys=["Label_Details"]), "meta_datagen.meta_datagen_keys[0]",
+                 ["got 'Label_Details'"], id="wrong-case-meta-datagen-key"),
+    pytest.param(with_("system", chunk_size=True), "system.chunk_size", ["not a boolean", "got True"],
+                 id="boolean-chunk-size"),
+    pytest.param(with_("system", torch_threads=True), "system.torch_threads", ["not a boolean"],
+                 id="boolean-torch-threads"),
+    pytest.param(with_("training", learning_rate=True), "training.learning_rate", ["not a boolean"],
+                 id="boolean-learning-rate"),
     pytest.param(with_("training", max_iter=3), "training.max_iter", ["unknown field", "max_iters"],
                  id="typo-nested-key"),
     pytest.param(with_("classification", clases=["a", "b"]), "classification.clases", ["unknown field"],
@@ -80,7 +101,8 @@ INVALID: list[Any] = [
                  id="label-smoothing-1"),
     pytest.param(with_("training", class_weight_power=2), "training.class_weight_power",
                  ["less than or equal to 1", "got 2"], id="class-weight-power-2"),
-    pytest.param(yaml.safe_dump(BASE) + "system: {llm_timeout_s: .inf}\n", "system.llm_timeout_s", ["finite"], id="infinite-timeout"),
+    pytest.param(yaml.safe_dump(BASE) + "system: {llm_timeout_s: .inf}\n", "system.llm_timeout_s", ["finite"],
+                 id="infinite-timeout"),
     pytest.param(with_("training", model_path=""), "training.model_path", ["at least 1 character"],
                  id="empty-model-path"),
     pytest.param(with_("path", output=""), "path.output", ["at least 1 character"], id="empty-output"),
@@ -238,17 +260,25 @@ def test_settings_are_immutable() -> None:
         settings.training.max_iters = 9  # type: ignore[misc]
 
 
-def test_training_defaults_match_the_trainer_defaults() -> None:
-    # The settings mirror core.model.training.TrainConfig; a default changed in one place only would make a run
-    # differ from the benchmarks (which build TrainConfig directly) without anyone noticing.
-    from dataclasses import fields
+def test_meta_datagen_keys_from_the_environment_are_checked_too() -> None:
+    environ = {"BOOTSTRAPPER_META_DATAGEN__META_DATAGEN_KEYS": '["label_detail"]'}
+    error = load_error(yaml.safe_dump(BASE), environ)
+    assert error.field == "meta_datagen.meta_datagen_keys[0]"
+    assert "did you mean 'label_details'?" in str(error)
+    assert "from environment BOOTSTRAPPER_META_DATAGEN__META_DATAGEN_KEYS" in str(error)
 
-    from core.model.training import TrainConfig
 
-    settings = load_settings(yaml.safe_dump(BASE)).training
-    shared = [f for f in fields(TrainConfig) if f.name in type(settings).model_fields and f.name != "model_path"]
-    assert {f.name for f in shared} >= {"epochs", "learning_rate", "min_steps", "head_learning_rate"}
-    assert {f.name: getattr(settings, f.name) for f in shared} == {f.name: f.default for f in shared}
+def test_every_meta_datagen_kind_is_accepted_and_the_report_uses_the_same_names() -> None:
+    from core.config import META_DATAGEN_KEYS
+    from core.report.meta_dataset import META_KEYS
+
+    settings = load_settings(with_("meta_datagen", meta_datagen_keys=list(META_DATAGEN_KEYS)))
+    assert settings.meta_datagen.meta_datagen_keys == list(META_DATAGEN_KEYS) == list(META_KEYS)
+
+
+def test_booleans_stay_accepted_where_a_boolean_is_meant() -> None:
+    settings = load_settings(with_("training", class_weighted_loss=False), {"BOOTSTRAPPER_SYSTEM__CHUNK_SIZE": "12"})
+    assert settings.training.class_weighted_loss is False and settings.system.chunk_size == 12
 
 
 # --- fingerprint -----------------------------------------------------------------------------------------

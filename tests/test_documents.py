@@ -11,9 +11,11 @@ from pathlib import Path
 
 import docx
 import pytest
+import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from core.config import load_settings
 from core.errors import ConfigError, NoUsableChunks, PermanentError
 from core.ingest.chunking import (
     SUPPORTED_EXTENSIONS,
@@ -40,6 +42,16 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mixed"
 
 def ingest_one(key: str, data: bytes, chunk_size: int = 500, truncation_type: str = "head-tail") -> IngestResult:
     return ingest([(key, data)], chunk_size=chunk_size, truncation_type=truncation_type)
+
+
+def settings_error(system: dict[str, object] | None = None, training: dict[str, object] | None = None) -> ConfigError:
+    """The error loading a config with these ``system``/``training`` values raises: ingest's settings are checked
+    there, once, not by ``ingest``, ``chunk_text`` or ``truncate``."""
+    data = {"classification": {"classes": ["ham", "spam"], "desc": "Is this SMS spam?"},
+            "system": system or {}, "training": training or {}}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(yaml.safe_dump(data))
+    return caught.value
 
 
 def skip_reasons(key: str, data: bytes) -> list[str]:
@@ -238,10 +250,8 @@ def test_truncate_leaves_short_text_and_falls_back_to_head_for_tiny_limits() -> 
     [(0, "head", "system.chunk_size"), (10, "tail", "training.truncation_type"), (10, "", "training.truncation_type")],
     ids=["zero-limit", "unknown-type", "empty-type"],
 )
-def test_truncate_rejects_bad_settings(limit: int, kind: str, field: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        truncate("some text", limit, kind)
-    assert caught.value.field == field
+def test_bad_truncate_settings_are_refused_at_load(limit: int, kind: str, field: str) -> None:
+    assert settings_error({"chunk_size": limit}, {"truncation_type": kind}).field == field
 
 
 @given(text=st.text(max_size=400), limit=st.integers(1, 300), kind=st.sampled_from(["head", "head-tail"]))
@@ -316,9 +326,9 @@ def test_paragraph_too_long_is_cut_at_sentences_then_lines() -> None:
 
 
 @pytest.mark.parametrize("size", [0, -5, 1.5, True], ids=["zero", "negative", "float", "bool"])
-def test_chunk_text_rejects_a_bad_chunk_size(size: int) -> None:
-    with pytest.raises(ConfigError, match=r"system\.chunk_size"):
-        chunk_text("text", size)
+def test_a_bad_chunk_size_is_refused_at_load(size: int) -> None:
+    error = settings_error({"chunk_size": size})
+    assert error.field == "system.chunk_size" and f"got {size!r}" in str(error)
 
 
 # ---- ids, dedup, order, errors ------------------------------------------------------------------------
@@ -376,11 +386,9 @@ def test_no_usable_chunks_carries_the_result_for_the_report() -> None:
         ingest([], chunk_size=100, truncation_type="head")
 
 
-def test_ingest_checks_settings_before_reading() -> None:
-    with pytest.raises(ConfigError, match="truncation_type"):
-        ingest([("a.txt", b"fits")], chunk_size=100, truncation_type="middle")
-    with pytest.raises(ConfigError, match="chunk_size"):
-        ingest([("a.txt", b"fits")], chunk_size=0, truncation_type="head")
+def test_ingest_settings_are_checked_before_anything_is_read() -> None:
+    assert settings_error(training={"truncation_type": "middle"}).field == "training.truncation_type"
+    assert settings_error({"chunk_size": 0}).field == "system.chunk_size"
 
 
 def test_every_generated_input_kind_gives_its_expected_outcome(tmp_path: Path) -> None:

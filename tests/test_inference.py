@@ -1,4 +1,5 @@
-"""Reduced-precision prediction: core.model.precision conversions, the accuracy guard in core.model.predict, the setting.
+"""Reduced-precision prediction: core.model.precision conversions, the accuracy guard in core.model.predict,
+the setting.
 
 Runs the tiny random-init BERT fine-tuned on the synthetic task (tests/fixtures/models.py) at bf16 and int8.
 """
@@ -58,8 +59,10 @@ def test_auto_follows_this_machine() -> None:
 
 @pytest.mark.parametrize("setting", ["fp16", "", "INT8"], ids=["fp16", "empty", "upper-case"])
 def test_unknown_precision_names_the_setting(setting: str) -> None:
+    # refused when the settings are loaded, before anything is trained; the prediction step trusts the value
+    base = {"classification": {"classes": ["ham", "spam"], "desc": "Is this SMS spam?"}}
     with pytest.raises(ConfigError) as info:
-        resolve_precision(setting)
+        load_settings(yaml.safe_dump({**base, "training": {"predict_precision": setting}}))
     assert info.value.field == "training.predict_precision"
     assert repr(setting) in str(info.value)
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.config import load_settings
 from core.errors import ConfigError
 from core.model.classifier import Classifier, load_classifier
 from core.model.predict import evaluate_classifier, predict_stream, select_shard, shard_of
@@ -88,10 +90,17 @@ def test_evaluate_classifier_against_reference_labels(classifier: Classifier) ->
     assert metrics.accuracy > 0.9
 
 
-@pytest.mark.parametrize(("batch_size", "window"), [(0, 10), (4, 0)], ids=["zero-batch", "zero-window"])
-def test_predict_stream_rejects_empty_batches(classifier: Classifier, batch_size: int, window: int) -> None:
-    with pytest.raises(ConfigError):
-        next(predict_stream(classifier, make_chunks(2), batch_size=batch_size, window=window))
+def test_an_empty_prediction_batch_is_refused_at_load() -> None:
+    base = {"classification": {"classes": ["ham", "spam"], "desc": "Is this SMS spam?"}}
+    with pytest.raises(ConfigError) as info:
+        load_settings(yaml.safe_dump({**base, "training": {"predict_batch_size": 0}}))
+    assert info.value.field == "training.predict_batch_size"
+
+
+def test_predict_stream_rejects_an_empty_window(classifier: Classifier) -> None:
+    # no setting feeds the window, so this is a caller's mistake, not a config error; it must not predict nothing
+    with pytest.raises(ValueError, match="window"):
+        next(predict_stream(classifier, make_chunks(2), batch_size=4, window=0))
 
 
 # --- sharding ------------------------------------------------------------------------------------------------

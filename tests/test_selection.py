@@ -1,10 +1,14 @@
-"""Selection strategies: pure behaviour on hand-made probabilities."""
+"""Selection strategies: pure behaviour on hand-made probabilities, pinned picks, and the module's worked examples."""
 
 from __future__ import annotations
+
+import doctest
+import inspect
 
 import numpy as np
 import pytest
 
+from core.model import selection
 from core.model.selection import (
     class_shares,
     kmeans,
@@ -50,9 +54,9 @@ def test_balanced_favours_the_rare_class() -> None:
     texts = [f"text number {w}" for w in "abcdefghij"]
     p_spam = np.array([0.05, 0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.95, 0.4, 0.6])
     probs = np.stack([1 - p_spam, p_spam], axis=1)
-    chosen = select_balanced(ids, texts, probs, ["ham", "spam"], {"ham": 50, "spam": 2}, 4)
+    chosen = select_balanced(ids, texts, probs, 4, ["ham", "spam"], {"ham": 50, "spam": 2})
     assert chosen == ["c7", "c1", "c3", "c5"]  # the most confident spam, most confident first
-    assert len(set(select_balanced(ids, texts, probs, ["ham", "spam"], {}, 10))) == 10
+    assert len(set(select_balanced(ids, texts, probs, 10, ["ham", "spam"], {}))) == 10
 
 
 def test_near_duplicate_key_ignores_case_numbers_punctuation() -> None:
@@ -130,3 +134,75 @@ def test_uncertain_class_shares_come_only_from_the_shortlist() -> None:
     assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts) == ["s", "p"]
     # without a real shortlist, the share would buy the confident "b" chunks too
     assert select_uncertain(ids, texts, probs, 2, ["a", "b"], counts, shortlist=3.0) == ["s", "t"]
+
+
+# --- pinned picks on a fixed pool --------------------------------------------------------------------------
+
+
+def _fixed_pool() -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """40 candidates over 14 near-duplicate groups (a stem plus a number), seeded probabilities and embeddings."""
+    rng = np.random.default_rng(2024)
+    stems = ["win a prize", "see you soon", "meeting moved", "call me back", "free entry", "lunch at noon",
+             "your parcel is late", "reset your password", "happy birthday", "train delayed",
+             "invoice attached", "vote now", "claim your reward", "good night"]
+    ids = [f"c{i:02d}" for i in range(40)]
+    texts = [f"{stems[i % len(stems)]} {i}" for i in range(40)]
+    logits = rng.normal(size=(40, 3)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return ids, texts, probs, rng.normal(size=(40, 5))
+
+
+# Recorded before selection.py was reorganised: a refactor must leave every pick where it was. k=20 exceeds the
+# 14 near-duplicate groups, so those cases also pin the "fill with the rest" fallback.
+PINNED_PICKS: dict[str, list[str]] = {
+    "uncertain-plain-5": ["c39", "c20", "c38", "c08", "c13"],
+    "uncertain-shares-5": ["c39", "c38", "c08", "c20", "c13"],
+    "balanced-5": ["c35", "c14", "c06", "c12", "c17"],
+    "representatives-5": ["c33", "c39", "c27", "c12", "c00"],
+    "uncertain-plain-12": ["c39", "c20", "c38", "c08", "c13", "c03", "c09", "c26", "c30", "c00", "c33", "c18"],
+    "uncertain-shares-12": ["c39", "c38", "c13", "c26", "c34", "c08", "c16", "c33", "c07", "c03", "c09", "c00"],
+    "balanced-12": ["c35", "c14", "c32", "c15", "c37", "c06", "c12", "c17", "c02", "c33", "c36", "c39"],
+    "representatives-12": ["c37", "c28", "c01", "c27", "c02", "c18", "c06", "c31", "c19", "c07", "c08", "c10"],
+    "uncertain-plain-20": ["c39", "c20", "c38", "c08", "c13", "c03", "c09", "c26", "c30", "c00", "c33", "c18",
+                           "c07", "c29", "c10", "c34", "c36", "c16", "c25", "c27"],
+    "uncertain-shares-20": ["c39", "c38", "c13", "c26", "c34", "c00", "c22", "c19", "c16", "c07", "c01", "c17",
+                            "c09", "c18", "c20", "c08", "c03", "c10", "c36", "c30"],
+    "balanced-20": ["c35", "c14", "c32", "c15", "c37", "c22", "c19", "c25", "c06", "c12", "c17", "c02", "c38",
+                    "c13", "c00", "c01", "c03", "c04", "c05", "c07"],
+    "representatives-20": ["c16", "c28", "c13", "c22", "c37", "c25", "c04", "c06", "c31", "c19", "c10", "c01",
+                           "c07", "c12", "c00", "c02", "c03", "c05", "c08", "c09"],
+    "balanced-even-9": ["c24", "c05", "c31", "c35", "c14", "c32", "c06", "c12", "c01"],
+}
+
+
+def _picks(case: str) -> list[str]:
+    ids, texts, probs, embeddings = _fixed_pool()
+    classes, counts = ["a", "b", "c"], {"a": 30, "b": 4, "c": 0}
+    strategy, k = case.rsplit("-", 1)[0], int(case.rsplit("-", 1)[1])
+    if strategy == "uncertain-plain":
+        return select_uncertain(ids, texts, probs, k)
+    if strategy == "uncertain-shares":
+        return select_uncertain(ids, texts, probs, k, classes, counts)
+    if strategy == "balanced":
+        return select_balanced(ids, texts, probs, k, classes, counts)
+    if strategy == "balanced-even":
+        return select_balanced(ids, texts, probs, k, classes, {})
+    return representatives(ids, texts, embeddings, k, seed=3)
+
+
+@pytest.mark.parametrize("case", list(PINNED_PICKS), ids=list(PINNED_PICKS))
+def test_picks_on_a_fixed_pool_are_pinned(case: str) -> None:
+    assert _picks(case) == PINNED_PICKS[case]
+
+
+# --- the worked examples -----------------------------------------------------------------------------------
+
+
+def test_every_public_function_has_a_worked_example_that_runs() -> None:
+    public = [name for name, fn in inspect.getmembers(selection, inspect.isfunction)
+              if not name.startswith("_") and fn.__module__ == selection.__name__]
+    assert sorted(public) == sorted(["class_shares", "kmeans", "margins", "near_duplicate_key", "representatives",
+                                     "select_balanced", "select_uncertain"])
+    assert [name for name in public if ">>>" not in (getattr(selection, name).__doc__ or "")] == []
+    results = doctest.testmod(selection, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.failed == 0 and results.attempted >= len(public)

@@ -1,4 +1,5 @@
-"""core.model.training: tokenization and batching pieces, then real training of a tiny random-init BERT.
+"""core.model.training: tokenization and batching pieces, the config from settings, then real training of a
+tiny random-init BERT.
 
 The tiny model must actually learn the synthetic alpha/beta/gamma task; the slow test trains the bundled
 MiniLM on human-labeled SMS spam and checks accuracy against the gold labels.
@@ -6,15 +7,21 @@ MiniLM on human-labeled SMS spam and checks accuracy against the gold labels.
 
 from __future__ import annotations
 
+import doctest
 import json
 import random
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
+from core.config import load_settings
 from core.errors import ConfigError, TrainingError
+from core.model import training
 from core.model.classifier import load_classifier
 from core.model.encoding import encode, resolve_base_model, special_token_frame, truncate_ids
 from core.model.metrics import evaluate
@@ -153,31 +160,74 @@ def test_resolve_base_model() -> None:
     assert (Path(bundled) / "config.json").is_file()
     assert resolve_base_model("") == bundled
     assert resolve_base_model("/models/mine") == "/models/mine"
-    with pytest.raises(ConfigError, match="bundled"):
-        resolve_base_model("bundled:bert-huge")
 
 
+# --- the config, from the run's settings ---------------------------------------------------------------------
+
+
+def settings_yaml(**sections: dict[str, Any]) -> str:
+    """A config file with two classes and ``sections`` (e.g. ``training={"epochs": 4}``)."""
+    data: dict[str, Any] = {"classification": {"classes": ["ham", "spam"], "desc": "Is this SMS spam?"}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return yaml.safe_dump(data)
+
+
+def test_from_settings_with_default_settings_is_the_default_config() -> None:
+    cfg = TrainConfig.from_settings(load_settings(settings_yaml()), "/models/base")
+    assert cfg == TrainConfig(model_path="/models/base", classes=["ham", "spam"])
+
+
+# A value other than the default for every setting a TrainConfig carries.
+NON_DEFAULT = {
+    "training": {"epochs": 4, "learning_rate": 1e-4, "batch_size": 8, "max_length": 64, "warmup_ratio": 0.2,
+                 "weight_decay": 0.0, "class_weighted_loss": False, "class_weight_power": 1.0,
+                 "truncation_type": "head", "min_steps": 5, "head_learning_rate": 1e-3, "label_smoothing": 0.1},
+    "system": {"seed": 3, "torch_threads": 2},
+}
+
+
+def test_from_settings_carries_every_setting_of_the_same_name() -> None:
+    settings = load_settings(settings_yaml(**NON_DEFAULT, classification={"classes": ["a", "b", "c"]}))
+    cfg = TrainConfig.from_settings(settings, "/models/base")
+    expected = {"model_path": "/models/base", "classes": ["a", "b", "c"], **NON_DEFAULT["training"],
+                **NON_DEFAULT["system"]}
+    assert asdict(cfg) == expected
+    # a field added to TrainConfig without a setting behind it would be missing from NON_DEFAULT
+    assert {f.name for f in fields(TrainConfig)} == set(expected)
+    default = TrainConfig(model_path="m", classes=["a", "b"])
+    assert all(getattr(default, name) != value for part in NON_DEFAULT.values() for name, value in part.items())
+
+
+def test_training_module_worked_examples_run() -> None:
+    results = doctest.testmod(training)
+    assert results.failed == 0 and results.attempted >= 3
+
+
+# Refused when the settings are loaded, before any work (TrainConfig used to re-check each at run time).
 @pytest.mark.parametrize(
-    ("overrides", "field"),
+    ("sections", "field"),
     [
-        ({"classes": ["only"]}, "classification.classes"),
-        ({"classes": ["a", "a"]}, "classification.classes"),
-        ({"truncation_type": "tail"}, "training.truncation_type"),
-        ({"epochs": 0}, "training.epochs"),
-        ({"warmup_ratio": 1.5}, "training.warmup_ratio"),
-        ({"torch_threads": 0}, "system.torch_threads"),
-        ({"min_steps": -1}, "training.min_steps"),
-        ({"head_learning_rate": 0.0}, "training.head_learning_rate"),
-        ({"label_smoothing": 1.0}, "training.label_smoothing"),
-        ({"label_smoothing": -0.1}, "training.label_smoothing"),
-        ({"class_weight_power": 1.5}, "training.class_weight_power"),
+        ({"classification": {"classes": ["only"]}}, "classification.classes"),
+        ({"classification": {"classes": ["a", "a"]}}, "classification.classes"),
+        ({"training": {"truncation_type": "tail"}}, "training.truncation_type"),
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"warmup_ratio": 1.5}}, "training.warmup_ratio"),
+        ({"system": {"torch_threads": 0}}, "system.torch_threads"),
+        ({"training": {"min_steps": -1}}, "training.min_steps"),
+        ({"training": {"head_learning_rate": 0.0}}, "training.head_learning_rate"),
+        ({"training": {"label_smoothing": 1.0}}, "training.label_smoothing"),
+        ({"training": {"label_smoothing": -0.1}}, "training.label_smoothing"),
+        ({"training": {"class_weight_power": 1.5}}, "training.class_weight_power"),
+        ({"training": {"model_path": "bundled:bert-huge"}}, "training.model_path"),
     ],
     ids=["one-class", "duplicate-classes", "bad-truncation", "zero-epochs", "warmup-above-one", "zero-threads",
-         "negative-min-steps", "zero-head-lr", "smoothing-one", "smoothing-negative", "weight-power-above-one"],
+         "negative-min-steps", "zero-head-lr", "smoothing-one", "smoothing-negative", "weight-power-above-one",
+         "unknown-bundled-model"],
 )
-def test_bad_config_names_the_field(overrides: dict[str, object], field: str) -> None:
+def test_bad_config_names_the_field(sections: dict[str, dict[str, Any]], field: str) -> None:
     with pytest.raises(ConfigError) as info:
-        tiny_train_config("unused", **overrides)
+        load_settings(settings_yaml(**sections))
     assert info.value.field == field
 
 

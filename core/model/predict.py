@@ -48,9 +48,10 @@ def predict_stream(
 
     At most ``window`` chunks are held at once; inside a window texts are sorted by length before batching
     (by ``Classifier.predict_proba``), which is where the speed comes from on mixed-length corpora.
+    ``batch_size`` is ``training.predict_batch_size``, checked by ``core.config`` at load.
     """
-    if batch_size < 1 or window < 1:
-        raise ConfigError("training.predict_batch_size", f"batch_size and window must be >= 1 ({batch_size}, {window})")
+    if window < 1:  # no setting feeds it; an empty window would end the stream silently, predicting nothing
+        raise ValueError(f"window must be >= 1, got {window}")
     it = iter(chunks)
     while block := list(islice(it, window)):
         labels, probs = classifier.predict_proba([c.text for c in block], batch_size=batch_size)

@@ -1,13 +1,16 @@
 """Fine-tune a BERT-family sequence classifier on (text, label) pairs and save it.
 
-Does: resolve the base model (the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail
-truncation, train with a plain torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear
-warm-up schedule, tempered class-weighted loss, gradient clipping, a floor on optimizer steps so that small
-sets are not under-trained), and save a folder that ``transformers.pipeline`` and ``core.model.classifier`` load.
+Does: build the training config from the run's settings (``TrainConfig.from_settings``), resolve the base model
+(the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail truncation, train with a plain
+torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear warm-up schedule, tempered
+class-weighted loss, gradient clipping, a floor on optimizer steps so that small sets are not under-trained),
+and save a folder that ``transformers.pipeline`` and ``core.model.classifier`` load.
 
-Does not: download anything (an ``s3://`` base model is fetched by the caller), choose which examples to train
-on, load a saved folder to predict (``core.model.classifier``), evaluate against reference labels (``core.model.metrics``), stream predictions over a corpus (``core.model.predict``),
-or decide when to stop iterating.
+Does not: download anything (an ``s3://`` base model is fetched by the caller), validate settings (``core.config``
+does, once, at load; only the base model's own limit on ``max_length`` is checked here, once the model is loaded),
+choose which examples to train on, load a saved folder to predict (``core.model.classifier``), evaluate against
+reference labels (``core.model.metrics``), stream predictions over a corpus (``core.model.predict``), or decide
+when to stop iterating.
 
 Why not ``transformers.Trainer``: for a few hundred short texts its per-step machinery costs more than the
 model does, and the recipe this project replaces padded every text to 512 tokens. This loop batches texts of
@@ -22,15 +25,17 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
+from core.config import Settings, SystemSettings, TrainingSettings, TruncationType
 from core.errors import ConfigError, TrainingError
-from core.model.encoding import TRUNCATION_TYPES, encode, intra_op_threads, pad_batch, resolve_base_model
+from core.model.encoding import encode, intra_op_threads, pad_batch, resolve_base_model
 
 META_FILE = "bootstrapper_training.json"  # written next to config.json; read back by load_classifier
 # Examples sorted together before being cut into batches: large enough that batches pad little, small
@@ -38,57 +43,58 @@ META_FILE = "bootstrapper_training.json"  # written next to config.json; read ba
 BUCKET_BATCHES = 8
 
 
+# TrainConfig fields taken from ``system.*``; the rest of the recipe is ``training.*``.
+_FROM_SYSTEM = ("seed", "torch_threads")
+
+
+def _default(section: type[BaseModel], name: str) -> Any:
+    return section.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    model_path: str
-    classes: list[str]
-    # Defaults measured on SMS spam and TREC with the bundled MiniLM (benchmarks/RESULTS.md, label efficiency):
-    # at 5e-5 a few hundred examples leave it under-trained (TREC, 200 labels: 0.42 gold accuracy vs 0.87).
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    batch_size: int = 16
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    class_weighted_loss: bool = True
-    # 1 = inverse class frequency. Below 1 tempers it: with a noisy labeler, the few examples wrongly given a
-    # rare class would otherwise weigh as much as its many right ones (10% noise on SMS spam: ~40% of "spam").
-    class_weight_power: float = 0.5
-    truncation_type: str = "head-tail"
-    seed: int = 42
-    torch_threads: int | None = None
-    # Small sets get extra epochs until the run has at least this many optimizer steps (see ``plan_epochs``).
-    min_steps: int = 100
-    # Opt-in knobs, measured without a gain for the bundled MiniLM (TREC, 1,000 labels at 10% noise: 0.900 with a
-    # head rate of 1e-3, 0.894 with smoothing 0.1, vs 0.904 without), kept for other base models.
-    # Peak learning rate of the freshly initialised classification head; None means ``learning_rate``.
-    head_learning_rate: float | None = None
-    label_smoothing: float = 0.0
+    """What one training run needs: the resolved base model, the classes, and the recipe.
 
-    def __post_init__(self) -> None:
-        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes) or not all(self.classes):
-            raise ConfigError("classification.classes", f"need >= 2 unique non-empty names, got {self.classes}")
-        if self.truncation_type not in TRUNCATION_TYPES:
-            raise ConfigError("training.truncation_type", f"must be one of {TRUNCATION_TYPES}")
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training.{name}", f"must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError("training.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        if not self.learning_rate > 0:
-            raise ConfigError("training.learning_rate", f"must be > 0, got {self.learning_rate}")
-        if not self.weight_decay >= 0:
-            raise ConfigError("training.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.class_weight_power <= 1.0:
-            raise ConfigError("training.class_weight_power", f"must be in [0, 1], got {self.class_weight_power}")
-        if self.min_steps < 0:
-            raise ConfigError("training.min_steps", f"must be >= 0, got {self.min_steps}")
-        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
-            raise ConfigError("training.head_learning_rate", f"must be > 0 or None, got {self.head_learning_rate}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError("training.label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError("system.torch_threads", f"must be >= 1, got {self.torch_threads}")
+    Every field but ``model_path`` and ``classes`` is the setting of the same name (``training.*``, or
+    ``system.seed`` / ``system.torch_threads``), documented in ``core.config``; ``from_settings`` builds it
+    without copying them one by one. Defaults are read from the settings schema rather than restated or left
+    out: benchmarks and tests build a TrainConfig directly with two or three overrides and must train as a
+    default run does, which required fields would make each of them spell out (a copy of the defaults per
+    caller). Values are not checked here: ``core.config`` validated them when the settings were loaded.
+    """
+
+    model_path: str  # a local folder, a hub id or the bundled model (an s3:// one is downloaded by the caller)
+    classes: list[str]
+    epochs: int = _default(TrainingSettings, "epochs")
+    learning_rate: float = _default(TrainingSettings, "learning_rate")
+    batch_size: int = _default(TrainingSettings, "batch_size")
+    max_length: int = _default(TrainingSettings, "max_length")
+    warmup_ratio: float = _default(TrainingSettings, "warmup_ratio")
+    weight_decay: float = _default(TrainingSettings, "weight_decay")
+    class_weighted_loss: bool = _default(TrainingSettings, "class_weighted_loss")
+    class_weight_power: float = _default(TrainingSettings, "class_weight_power")
+    truncation_type: TruncationType = _default(TrainingSettings, "truncation_type")
+    seed: int = _default(SystemSettings, "seed")
+    torch_threads: int | None = _default(SystemSettings, "torch_threads")
+    min_steps: int = _default(TrainingSettings, "min_steps")
+    head_learning_rate: float | None = _default(TrainingSettings, "head_learning_rate")
+    label_smoothing: float = _default(TrainingSettings, "label_smoothing")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_path: str) -> TrainConfig:
+        """The run's training config, ``model_path`` being ``training.model_path`` made local by the caller.
+
+        >>> from core.config import load_settings
+        >>> settings = load_settings("{classification: {classes: [ham, spam], desc: Spam or not},"
+        ...                          " training: {epochs: 5}, system: {seed: 7}}")
+        >>> cfg = TrainConfig.from_settings(settings, "/models/minilm")
+        >>> cfg.classes, cfg.epochs, cfg.seed, cfg.learning_rate == TrainConfig("m", ["a", "b"]).learning_rate
+        (['ham', 'spam'], 5, 7, True)
+        """
+        recipe = {f.name for f in fields(cls)} - {"model_path", "classes", *_FROM_SYSTEM}
+        return cls(model_path=model_path, classes=list(settings.classification.classes),
+                   **{name: getattr(settings.system, name) for name in _FROM_SYSTEM},
+                   **settings.training.model_dump(include=recipe))
 
 
 @dataclass(frozen=True)
@@ -100,21 +106,6 @@ class TrainResult:
     steps: int
     epochs: int  # as run: ``cfg.epochs``, or more when ``cfg.min_steps`` asked for them
     final_loss: float  # mean training loss over the last epoch
-
-
-
-
-# --- tokenization -------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 
 
 # --- training pieces ----------------------------------------------------------------------------------------
@@ -184,8 +175,6 @@ def parameter_groups(
             rate = head_lr if head_lr is not None and not name.startswith(prefix) else lr
             groups.setdefault((decay, rate), []).append(p)
     return [{"params": ps, "weight_decay": decay, "lr": rate} for (decay, rate), ps in groups.items()]
-
-
 
 
 def seed_everything(seed: int) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from core.config import META_DATAGEN_KEYS
 from core.llm.rules import RulesResult
 from core.run import layout
 from core.storage.jsonl_log import write_jsonl
@@ -31,7 +32,7 @@ from core.storage.jsonl_log import write_jsonl
 if TYPE_CHECKING:
     from core.storage.backends import Storage
 
-META_KEYS = ("rules_creation_details", "label_details")
+META_KEYS = META_DATAGEN_KEYS  # defined with the setting, so that core.config can refuse a typo at load
 EXTRA_KIND = "extra"
 META_DATASET_KEY = layout.META_DATASET
 

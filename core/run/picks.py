@@ -76,4 +76,4 @@ def _select_with_classifier(ctx: RunContext, data: RunData, previous: int, candi
         counts[row["label"]] = counts.get(row["label"], 0) + 1
     if strategy == "uncertainty":
         return selection.select_uncertain(candidates, texts, probs, k, classes, counts)
-    return selection.select_balanced(candidates, texts, probs, classes, counts, k)
+    return selection.select_balanced(candidates, texts, probs, k, classes, counts)
