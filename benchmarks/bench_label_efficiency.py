@@ -1,8 +1,8 @@
 """Label efficiency: gold accuracy of the classifier vs the number of LLM labels, per selection strategy.
 
-Replays the bootstrapping loop with the product's own pieces (``core.model.selection`` picks: for ``uncertainty``
-and ``balanced`` the first set is ``representatives`` of base-model embeddings, as in the product; ``core.model.training``
-trains from the base model on the cumulative labels each iteration with the default ``training.*`` settings,
+Replays the bootstrapping loop with the product's own pieces (``core.model.selection`` picks: for
+``uncertainty`` and ``balanced`` the first set is ``representatives`` of base-model embeddings, as in the product;
+``core.model.training`` trains from the base model on the cumulative labels each iteration with the default ``training.*`` settings,
 as the pipeline does) on SMS spam and TREC from ``../shared/data``. The "LLM" is the oracle's labeling rule
 (``oracle.answers.noisy_label``: the human label, flipped to another class for a deterministic ``--noise``
 share of texts), called in-process to keep the run short. Every classifier is scored against the gold labels of
@@ -61,17 +61,10 @@ def load(dataset: str, seed: int) -> tuple[list[dict], list[dict], list[str]]:
 
 def default_train_config(classes: list[str], seed: int, threads: int | None, overrides: dict) -> object:
     """The product's training recipe: ``training.*`` defaults from ``core.config``, as ``core.run.steps`` builds it."""
-    from core.config import TrainingSettings
-    from core.model.encoding import resolve_base_model
+    from core.model.encoding import BUNDLED_MODEL, resolve_base_model
     from core.model.training import TrainConfig
 
-    t = TrainingSettings()
-    cfg = TrainConfig(model_path=resolve_base_model(t.model_path), classes=classes, epochs=t.epochs,
-                      learning_rate=t.learning_rate, batch_size=t.batch_size, max_length=t.max_length,
-                      warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                      class_weighted_loss=t.class_weighted_loss, class_weight_power=t.class_weight_power,
-                      truncation_type=t.truncation_type, min_steps=t.min_steps, head_learning_rate=t.head_learning_rate,
-                      label_smoothing=t.label_smoothing, seed=seed, torch_threads=threads)
+    cfg = TrainConfig(model_path=resolve_base_model(BUNDLED_MODEL), classes=classes, seed=seed, torch_threads=threads)
     return replace(cfg, **overrides)
 
 

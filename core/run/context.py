@@ -66,14 +66,9 @@ def classifier_dir(ctx: RunContext, n: int) -> Path:
 
 
 def train_config(ctx: RunContext) -> TrainConfig:
+    """The training recipe of this run, with the base model as a folder or name transformers loads."""
     from core.model.encoding import resolve_base_model
     from core.model.training import TrainConfig
 
-    t, s = ctx.settings.training, ctx.settings
-    return TrainConfig(model_path=resolve_base_model(ctx.base_model or t.model_path), classes=s.classification.classes,
-                       epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
-                       max_length=t.max_length, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                       class_weighted_loss=t.class_weighted_loss, class_weight_power=t.class_weight_power,
-                       truncation_type=t.truncation_type, min_steps=t.min_steps,
-                       head_learning_rate=t.head_learning_rate, label_smoothing=t.label_smoothing,
-                       seed=s.system.seed, torch_threads=s.system.torch_threads)
+    base = ctx.base_model or ctx.settings.training.model_path
+    return TrainConfig.from_settings(ctx.settings, resolve_base_model(base))
