@@ -23,15 +23,27 @@ torch exceptions never leak into the pipeline.
 
 The split between retryable and permanent is what callers act on: retry loops catch
 ``RetryableError`` only; handlers map ``ConfigError`` to exit code 2 and everything else to 1.
+
+Every error here pickles to an equal one (same class, message and attributes), whatever its constructor
+takes, so a labeling worker process can hand its error to the parent as it is (``core.llm.fanout``).
 """
 
 from __future__ import annotations
+
+import copyreg
+from typing import Any
 
 
 class BootstrapperError(Exception):
     """Base of every error this project raises on purpose."""
 
     retryable: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own __reduce__ rebuilds by calling cls(*self.args), which breaks for a constructor that
+        # takes other arguments than the message it stores (ConfigError(field, message)). Rebuild without
+        # __init__ instead: the same args, then the attributes (field, retry_after, attempt_errors, notes).
+        return (copyreg.__newobj__, (type(self), *self.args), self.__dict__ or None)
 
 
 class RetryableError(BootstrapperError):
@@ -87,7 +99,10 @@ class LLMBadRequest(PermanentError):
 
 
 class NoUsableChunks(PermanentError):
-    """``result`` is the ingestion result (every skipped input and why), for the caller to report."""
+    """``result`` is the ingestion result (every skipped input and why), for the caller to report.
+
+    It is plain data (a ``core.ingest.chunking.IngestResult``), so it crosses a process boundary with the error.
+    """
 
     def __init__(self, message: str, result: object | None = None) -> None:
         super().__init__(message)
