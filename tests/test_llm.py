@@ -34,6 +34,7 @@ from core.llm.client import (
     response_format_mode,
     scrub,
 )
+from core.llm.litellm_edge import litellm_module
 from tests.fixtures.llm_server import REPO_ROOT, OracleHandle, shared_data_dir
 
 # litellm lazily imports provider modules whose TypedDicts make pydantic warn ("... using the `ReadOnly`
@@ -383,6 +384,16 @@ def test_concurrency_limit_is_respected(oracle_server: Callable[..., OracleHandl
     assert server.stats(prompts=False)["total_requests"] == 20
 
 
+def _without_litellm_switches(probe: str) -> str:
+    """What ``probe`` prints, run in a fresh interpreter whose environment has no LITELLM_ variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_import_sets_offline_switches_and_reaches_no_network() -> None:
     # Importing litellm binds a socket to ::1 to probe for IPv6 (local, harmless); what must not happen
@@ -392,15 +403,31 @@ def test_import_sets_offline_switches_and_reaches_no_network() -> None:
         "events = []\n"
         "outward = ('socket.connect', 'socket.getaddrinfo', 'socket.gethostbyname', 'socket.sendto')\n"
         "sys.addaudithook(lambda ev, args: events.append(ev) if ev in outward else None)\n"
-        "import core.llm, os\n"
-        "t = time.perf_counter(); core.llm._litellm(); took = time.perf_counter() - t\n"
+        "import core.llm.litellm_edge, os\n"
+        "t = time.perf_counter(); core.llm.litellm_edge.litellm_module(); took = time.perf_counter() - t\n"
         "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], os.environ['LITELLM_OFFLINE_MODE'], events, took)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    cost_map, offline, events, took = done.stdout.split(maxsplit=3)
+    cost_map, offline, events, took = _without_litellm_switches(probe).split(maxsplit=3)
     assert (cost_map, offline, events) == ("True", "true", "[]")
     assert float(took) < 30
+
+
+def test_importing_core_leaves_the_environment_alone() -> None:
+    # Every module that reaches litellm, imported in a fresh interpreter without the switches set.
+    probe = (
+        "import os\n"
+        "import core.llm.cache, core.llm.client, core.llm.fanout, core.llm.gateway, core.llm.labeling\n"
+        "import core.llm.ledger, core.llm.litellm_edge, core.llm.rules, core.run.plan\n"
+        "print(sorted(k for k in os.environ if k.startswith('LITELLM_')), 'litellm' in __import__('sys').modules)\n"
+    )
+    assert _without_litellm_switches(probe).split() == ["[]", "False"]
+
+
+def test_offline_switches_never_overwrite_the_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    # litellm is imported already, so this only replays the switches; their names and values are asserted
+    # by test_import_sets_offline_switches_and_reaches_no_network in a fresh interpreter.
+    monkeypatch.setenv("LITELLM_OFFLINE_MODE", "users-own")
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    litellm_module.__wrapped__()
+    assert os.environ["LITELLM_OFFLINE_MODE"] == "users-own"
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"

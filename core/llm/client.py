@@ -10,8 +10,8 @@ What it does not do: build prompts, parse labels, cache replies or write the cos
 do that with the ``LLMReply`` they get back), or read settings: the handler maps config fields into
 ``Endpoint`` and ``LLMOptions``.
 
-This is the only module that imports litellm. litellm is imported on first use, because its
-import costs seconds and modules that only need the protocol should not pay for it.
+litellm itself is reached through ``core.llm.litellm_edge.litellm_module``, which imports it on first
+use, offline.
 """
 
 from __future__ import annotations
@@ -19,24 +19,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import functools
-import os
 import random
 import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable, RetryableError
+from core.llm.litellm_edge import litellm_module
 from core.schema import LLMReply
-
-# The one sanctioned os.environ touch in core: it configures litellm (use the cost map bundled in
-# the wheel, never fetch it) and reads no setting. It must happen before litellm is imported.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 ResponseFormatMode = Literal["json_schema", "json_object", "none"]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -195,16 +188,6 @@ def response_format_mode(
 # ---------------------------------------------------------------- litellm edge
 
 
-@functools.cache
-def _litellm() -> ModuleType:
-    import litellm
-
-    # Stops litellm printing "Provider List: ..." banners to stdout when a capability check meets an
-    # unknown model; the exception still carries the information.
-    litellm.suppress_debug_info = True
-    return litellm
-
-
 def _status_of(exc: BaseException) -> int | None:
     # litellm sometimes stores the status as a string ("500"); a connection error has none.
     response = getattr(exc, "response", None)
@@ -245,7 +228,7 @@ def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
 
 def translate_error(exc: BaseException, endpoint: Endpoint) -> BootstrapperError:
     """Map a litellm (or asyncio timeout) exception to one of ours, with the key scrubbed out."""
-    ll = _litellm()
+    ll = litellm_module()
     status = _status_of(exc)
     http = f" (HTTP {status})" if status is not None else ""
     detail = scrub(str(exc) or type(exc).__name__, endpoint.api_key)[:_MAX_DETAIL_CHARS]
@@ -297,7 +280,7 @@ def _cost_of(response: Any) -> tuple[float, bool]:
         cost = hidden["response_cost"]
         return (float(cost), True) if cost is not None else (0.0, False)
     try:
-        cost = _litellm().completion_cost(completion_response=response)
+        cost = litellm_module().completion_cost(completion_response=response)
     except Exception:  # noqa: BLE001 - litellm raises plain Exception subclasses for unmapped models
         return 0.0, False
     return float(cost or 0.0), True
@@ -391,7 +374,7 @@ class LiteLLMClient:
                 attempt += 1
 
     async def _attempt(self, endpoint: Endpoint, kwargs: dict[str, Any]) -> LLMReply:
-        ll = _litellm()
+        ll = litellm_module()
         # The slot is held for one attempt only, so a call waiting out a backoff frees it for others.
         async with self._semaphore():
             started = time.perf_counter()
@@ -405,7 +388,7 @@ class LiteLLMClient:
 
     def supports_response_format(self, endpoint: Endpoint) -> str:
         """Which ``response_format`` to send: see ``response_format_mode`` for the table."""
-        ll = _litellm()
+        ll = litellm_module()
         try:
             _, provider, _, _ = ll.get_llm_provider(model=endpoint.model)
         except Exception:  # noqa: BLE001 - unknown model or provider
