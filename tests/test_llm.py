@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from core.errors import LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable
@@ -30,11 +32,9 @@ from core.llm.client import (
     backoff_delay,
     json_object_format,
     label_schema,
-    parse_retry_after,
     response_format_mode,
-    scrub,
 )
-from core.llm.litellm_edge import litellm_module
+from core.llm.litellm_edge import litellm_errors, litellm_module, parse_retry_after, scrub, translate_error
 from tests.fixtures.llm_server import REPO_ROOT, OracleHandle, shared_data_dir
 
 # litellm lazily imports provider modules whose TypedDicts make pydantic warn ("... using the `ReadOnly`
@@ -143,6 +143,66 @@ def test_backoff_honours_retry_after_with_small_jitter_and_ceiling() -> None:
 )
 def test_scrub(text: str, secret: str | None, expected: str) -> None:
     assert scrub(text, secret) == expected
+
+
+def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://llm.test/v1/chat"))
+
+
+def _raised_from(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+def _litellm_failures() -> list[Any]:
+    ll = litellm_module()
+    return [
+        pytest.param(ll.RateLimitError(f"slow down, {KEY}", "openai", MODEL,
+                                       response=_response(429, {"retry-after": "2"})),
+                     LLMRateLimited, "rate limited by model", id="rate-limited"),
+        pytest.param(ll.AuthenticationError("Incorrect API key provided: sk-bad", "openai", MODEL),
+                     LLMAuthError, "rejected the API key", id="auth"),
+        pytest.param(ll.PermissionDeniedError("forbidden", "openai", MODEL, response=_response(403)),
+                     LLMAuthError, "rejected the API key", id="denied"),
+        pytest.param(TimeoutError(), LLMUnavailable, "did not answer in time: TimeoutError", id="our-timeout"),
+        pytest.param(ll.Timeout("read timed out", MODEL, "openai"), LLMUnavailable, "did not answer in time",
+                     id="litellm-timeout"),
+        pytest.param(ll.APIConnectionError("connection refused", "openai", MODEL), LLMUnavailable, "is unavailable",
+                     id="connection"),
+        pytest.param(ll.ServiceUnavailableError("overloaded", "openai", MODEL), LLMUnavailable, "is unavailable",
+                     id="503"),
+        pytest.param(ll.BadRequestError("max_tokens too large", MODEL, "openai"), LLMBadRequest, "refused the request",
+                     id="bad-request"),
+        pytest.param(ll.NotFoundError("no such model", MODEL, "openai"), LLMBadRequest, "refused the request",
+                     id="not-found"),
+        pytest.param(ll.APIError(504, "gateway timeout", "openai", MODEL), LLMUnavailable, "failed (HTTP 504)",
+                     id="unlisted-5xx"),
+        pytest.param(ll.APIError(418, "teapot", "openai", MODEL), LLMBadRequest, "call failed (APIError) (HTTP 418)",
+                     id="unlisted-4xx"),
+        pytest.param(ValueError("odd"), LLMBadRequest, "call failed (ValueError): odd", id="unlisted-class"),
+        pytest.param(_raised_from(ll.InternalServerError("boom", "openai", MODEL),
+                                  openai.OpenAIError("The api_key client option must be set")),
+                     LLMAuthError, "no request sent to model", id="no-key"),
+        pytest.param(_raised_from(ll.InternalServerError("boom", "openai", MODEL), openai.OpenAIError("bad url")),
+                     LLMBadRequest, "could not be built", id="not-built"),
+    ]
+
+
+@pytest.mark.parametrize(("exc", "expected", "says"), _litellm_failures())
+def test_translate_error_by_table(exc: BaseException, expected: type[Exception], says: str) -> None:
+    ours = translate_error(exc, f"model {MODEL!r} at http://llm.test/v1", secret=KEY)
+    assert type(ours) is expected
+    assert says in str(ours) and f"model {MODEL!r} at http://llm.test/v1" in str(ours)
+    assert KEY not in str(ours) and "sk-bad" not in str(ours)
+    if isinstance(ours, LLMRateLimited):
+        assert ours.retry_after == 2.0
+
+
+def test_every_table_row_is_ours_and_every_message_formats() -> None:
+    fields = {"where": "w", "http": "", "detail": "d", "name": "n", "hint": "h"}
+    for ours, message in litellm_errors().values():
+        assert issubclass(ours, (LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable))
+        assert message.format(**fields)
 
 
 def test_endpoint_repr_hides_key() -> None:
