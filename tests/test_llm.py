@@ -30,7 +30,6 @@ from core.llm.client import (
     LiteLLMClient,
     LLMOptions,
     backoff_delay,
-    json_object_format,
     label_schema,
     response_format_mode,
 )
@@ -92,7 +91,6 @@ def test_label_schema_shape() -> None:
         "required": ["reason", "label"],
         "additionalProperties": False,
     }
-    assert json_object_format() == {"type": "json_object"}
 
 
 @pytest.mark.parametrize(

@@ -95,10 +95,6 @@ def label_schema(classes: list[str]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": schema}}
 
 
-def json_object_format() -> dict[str, Any]:
-    return {"type": "json_object"}
-
-
 def backoff_delay(attempt: int, options: LLMOptions, rng: random.Random, retry_after: float | None) -> float:
     """Delay before retry number ``attempt + 1``: the provider's Retry-After when it sent one (plus a
     little jitter), else full jitter, ``uniform(0, min(max, base * 2**attempt))``."""
