@@ -27,7 +27,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 from benchmarks.common import append_result, shared_data  # noqa: E402
-from core.llm.client import _litellm
+from core.llm.litellm_edge import litellm_module as _litellm
 from core.llm.labeling import LabelPrompt
 from core.llm.ledger import cost_of
 from core.llm.rules import build_rules_messages

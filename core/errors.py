@@ -2,7 +2,9 @@
 
 Every failure the pipeline can see is one of these. Adapters (storage, llm, training) catch library
 exceptions at their edge and re-raise one of ours with ``raise ... from exc`` so that botocore, litellm or
-torch exceptions never leak into the pipeline.
+torch exceptions never leak into the pipeline. Each adapter keeps one table, an ordered mapping of library
+exception class (or error code) to our class, as httpx maps httpcore's exceptions; ``lookup`` reads such a
+table and ``map_exceptions`` applies an adapter's translation to a block of code.
 
     BootstrapperError
     ├── RetryableError            the same call may succeed later (throttling, 5xx, timeouts, network)
@@ -23,15 +25,31 @@ torch exceptions never leak into the pipeline.
 
 The split between retryable and permanent is what callers act on: retry loops catch
 ``RetryableError`` only; handlers map ``ConfigError`` to exit code 2 and everything else to 1.
+
+Every error here pickles to an equal one (same class, message and attributes), whatever its constructor
+takes, so a labeling worker process can hand its error to the parent as it is (``core.llm.fanout``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import copyreg
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class BootstrapperError(Exception):
     """Base of every error this project raises on purpose."""
 
     retryable: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own __reduce__ rebuilds by calling cls(*self.args), which breaks for a constructor that
+        # takes other arguments than the message it stores (ConfigError(field, message)). Rebuild without
+        # __init__ instead: the same args, then the attributes (field, retry_after, attempt_errors, notes).
+        return (copyreg.__newobj__, (type(self), *self.args), self.__dict__ or None)
 
 
 class RetryableError(BootstrapperError):
@@ -87,7 +105,10 @@ class LLMBadRequest(PermanentError):
 
 
 class NoUsableChunks(PermanentError):
-    """``result`` is the ingestion result (every skipped input and why), for the caller to report."""
+    """``result`` is the ingestion result (every skipped input and why), for the caller to report.
+
+    It is plain data (a ``core.ingest.chunking.IngestResult``), so it crosses a process boundary with the error.
+    """
 
     def __init__(self, message: str, result: object | None = None) -> None:
         super().__init__(message)
@@ -104,3 +125,49 @@ class LeaseHeld(StateError):
 
 class TrainingError(PermanentError):
     pass
+
+
+# ---------------------------------------------------------------- translating library errors
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then the exception it was raised from (or while handling), and so on; each one once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def lookup(table: Mapping[Any, T], exc: BaseException) -> T | None:
+    """The value of the first row of ``table`` keyed by a class that ``exc`` is an instance of, else None.
+
+    Rows are tried in order, so a subclass must come before its base. Rows keyed by anything but a class (an
+    adapter's error codes) are the adapter's to look up by key.
+
+    >>> lookup({FileNotFoundError: "missing", OSError: "broken"}, IsADirectoryError())
+    'broken'
+    """
+    for key, value in table.items():
+        if isinstance(key, type) and isinstance(exc, key):
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def map_exceptions(translate: Callable[[Exception], BootstrapperError | None]) -> Iterator[None]:
+    """Re-raise an exception of the block as what ``translate`` makes of it, ``from`` the original.
+
+    Our own errors pass unchanged, and so does an exception ``translate`` returns None for (a bug, not a
+    failure of the library).
+    """
+    try:
+        yield
+    except BootstrapperError:
+        raise
+    except Exception as exc:
+        ours = translate(exc)
+        if ours is None:
+            raise
+        raise ours from exc

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from core.errors import LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable
@@ -28,12 +30,10 @@ from core.llm.client import (
     LiteLLMClient,
     LLMOptions,
     backoff_delay,
-    json_object_format,
     label_schema,
-    parse_retry_after,
     response_format_mode,
-    scrub,
 )
+from core.llm.litellm_edge import litellm_errors, litellm_module, parse_retry_after, scrub, translate_error
 from tests.fixtures.llm_server import REPO_ROOT, OracleHandle, shared_data_dir
 
 # litellm lazily imports provider modules whose TypedDicts make pydantic warn ("... using the `ReadOnly`
@@ -91,7 +91,6 @@ def test_label_schema_shape() -> None:
         "required": ["reason", "label"],
         "additionalProperties": False,
     }
-    assert json_object_format() == {"type": "json_object"}
 
 
 @pytest.mark.parametrize(
@@ -142,6 +141,66 @@ def test_backoff_honours_retry_after_with_small_jitter_and_ceiling() -> None:
 )
 def test_scrub(text: str, secret: str | None, expected: str) -> None:
     assert scrub(text, secret) == expected
+
+
+def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://llm.test/v1/chat"))
+
+
+def _raised_from(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+def _litellm_failures() -> list[Any]:
+    ll = litellm_module()
+    return [
+        pytest.param(ll.RateLimitError(f"slow down, {KEY}", "openai", MODEL,
+                                       response=_response(429, {"retry-after": "2"})),
+                     LLMRateLimited, "rate limited by model", id="rate-limited"),
+        pytest.param(ll.AuthenticationError("Incorrect API key provided: sk-bad", "openai", MODEL),
+                     LLMAuthError, "rejected the API key", id="auth"),
+        pytest.param(ll.PermissionDeniedError("forbidden", "openai", MODEL, response=_response(403)),
+                     LLMAuthError, "rejected the API key", id="denied"),
+        pytest.param(TimeoutError(), LLMUnavailable, "did not answer in time: TimeoutError", id="our-timeout"),
+        pytest.param(ll.Timeout("read timed out", MODEL, "openai"), LLMUnavailable, "did not answer in time",
+                     id="litellm-timeout"),
+        pytest.param(ll.APIConnectionError("connection refused", "openai", MODEL), LLMUnavailable, "is unavailable",
+                     id="connection"),
+        pytest.param(ll.ServiceUnavailableError("overloaded", "openai", MODEL), LLMUnavailable, "is unavailable",
+                     id="503"),
+        pytest.param(ll.BadRequestError("max_tokens too large", MODEL, "openai"), LLMBadRequest, "refused the request",
+                     id="bad-request"),
+        pytest.param(ll.NotFoundError("no such model", MODEL, "openai"), LLMBadRequest, "refused the request",
+                     id="not-found"),
+        pytest.param(ll.APIError(504, "gateway timeout", "openai", MODEL), LLMUnavailable, "failed (HTTP 504)",
+                     id="unlisted-5xx"),
+        pytest.param(ll.APIError(418, "teapot", "openai", MODEL), LLMBadRequest, "call failed (APIError) (HTTP 418)",
+                     id="unlisted-4xx"),
+        pytest.param(ValueError("odd"), LLMBadRequest, "call failed (ValueError): odd", id="unlisted-class"),
+        pytest.param(_raised_from(ll.InternalServerError("boom", "openai", MODEL),
+                                  openai.OpenAIError("The api_key client option must be set")),
+                     LLMAuthError, "no request sent to model", id="no-key"),
+        pytest.param(_raised_from(ll.InternalServerError("boom", "openai", MODEL), openai.OpenAIError("bad url")),
+                     LLMBadRequest, "could not be built", id="not-built"),
+    ]
+
+
+@pytest.mark.parametrize(("exc", "expected", "says"), _litellm_failures())
+def test_translate_error_by_table(exc: BaseException, expected: type[Exception], says: str) -> None:
+    ours = translate_error(exc, f"model {MODEL!r} at http://llm.test/v1", secret=KEY)
+    assert type(ours) is expected
+    assert says in str(ours) and f"model {MODEL!r} at http://llm.test/v1" in str(ours)
+    assert KEY not in str(ours) and "sk-bad" not in str(ours)
+    if isinstance(ours, LLMRateLimited):
+        assert ours.retry_after == 2.0
+
+
+def test_every_table_row_is_ours_and_every_message_formats() -> None:
+    fields = {"where": "w", "http": "", "detail": "d", "name": "n", "hint": "h"}
+    for ours, message in litellm_errors().values():
+        assert issubclass(ours, (LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable))
+        assert message.format(**fields)
 
 
 def test_endpoint_repr_hides_key() -> None:
@@ -383,6 +442,16 @@ def test_concurrency_limit_is_respected(oracle_server: Callable[..., OracleHandl
     assert server.stats(prompts=False)["total_requests"] == 20
 
 
+def _without_litellm_switches(probe: str) -> str:
+    """What ``probe`` prints, run in a fresh interpreter whose environment has no LITELLM_ variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_import_sets_offline_switches_and_reaches_no_network() -> None:
     # Importing litellm binds a socket to ::1 to probe for IPv6 (local, harmless); what must not happen
@@ -392,15 +461,31 @@ def test_import_sets_offline_switches_and_reaches_no_network() -> None:
         "events = []\n"
         "outward = ('socket.connect', 'socket.getaddrinfo', 'socket.gethostbyname', 'socket.sendto')\n"
         "sys.addaudithook(lambda ev, args: events.append(ev) if ev in outward else None)\n"
-        "import core.llm, os\n"
-        "t = time.perf_counter(); core.llm._litellm(); took = time.perf_counter() - t\n"
+        "import core.llm.litellm_edge, os\n"
+        "t = time.perf_counter(); core.llm.litellm_edge.litellm_module(); took = time.perf_counter() - t\n"
         "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], os.environ['LITELLM_OFFLINE_MODE'], events, took)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    cost_map, offline, events, took = done.stdout.split(maxsplit=3)
+    cost_map, offline, events, took = _without_litellm_switches(probe).split(maxsplit=3)
     assert (cost_map, offline, events) == ("True", "true", "[]")
     assert float(took) < 30
+
+
+def test_importing_core_leaves_the_environment_alone() -> None:
+    # Every module that reaches litellm, imported in a fresh interpreter without the switches set.
+    probe = (
+        "import os\n"
+        "import core.llm.cache, core.llm.client, core.llm.fanout, core.llm.gateway, core.llm.labeling\n"
+        "import core.llm.ledger, core.llm.litellm_edge, core.llm.rules, core.run.plan\n"
+        "print(sorted(k for k in os.environ if k.startswith('LITELLM_')), 'litellm' in __import__('sys').modules)\n"
+    )
+    assert _without_litellm_switches(probe).split() == ["[]", "False"]
+
+
+def test_offline_switches_never_overwrite_the_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    # litellm is imported already, so this only replays the switches; their names and values are asserted
+    # by test_import_sets_offline_switches_and_reaches_no_network in a fresh interpreter.
+    monkeypatch.setenv("LITELLM_OFFLINE_MODE", "users-own")
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    litellm_module.__wrapped__()
+    assert os.environ["LITELLM_OFFLINE_MODE"] == "users-own"
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"

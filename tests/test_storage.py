@@ -18,19 +18,18 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from core.errors import ObjectNotFound, RetryableError, StorageError, StorageUnavailable
+from core.errors import AlreadyExists, ObjectNotFound, RetryableError, StorageError, StorageUnavailable
 from core.storage.backends import (
     LocalStorage,
     S3Storage,
     Storage,
-    _local_errors,
-    _translate_s3,
     check_key,
     download_dir,
     make_s3_client,
     open_storage,
     upload_dir,
 )
+from core.storage.errors import local_errors, translate_local_error, translate_s3_error
 from tests.fixtures.s3_server import S3Server, free_port, make_test_client
 
 UNICODE_KEYS = ["données/résumé ✓.json", "日本語/キー.txt", "emoji/🙂.bin", "odd/sp ace+plus%20#h?q=1.txt"]
@@ -273,11 +272,28 @@ def test_local_permission_error_is_storage_error(tmp_path: Path) -> None:
 
 def test_local_os_errors_are_translated() -> None:
     # Runs as root in CI containers too, where a real EACCES cannot be provoked.
-    with pytest.raises(StorageError) as info, _local_errors("write /x"):
+    with pytest.raises(StorageError) as info, local_errors("write /x"):
         raise PermissionError(13, "Permission denied")
     assert type(info.value) is StorageError
-    with pytest.raises(ObjectNotFound), _local_errors("read /x"):
+    with pytest.raises(ObjectNotFound), local_errors("read /x"):
         raise FileNotFoundError(2, "No such file or directory")
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "message"),
+    [
+        (FileNotFoundError(2, "No such file or directory", "/x"), ObjectNotFound, "read /x: No such file or directory"),
+        (IsADirectoryError(21, "Is a directory", "/x"), ObjectNotFound, "read /x: Is a directory"),
+        (NotADirectoryError(20, "Not a directory", "/x/y"), ObjectNotFound, "read /x: Not a directory"),
+        (PermissionError(13, "Permission denied", "/x"), StorageError, "read /x: [Errno 13] Permission denied: '/x'"),
+        (OSError(28, "No space left on device"), StorageError, "read /x: [Errno 28] No space left on device"),
+    ],
+    ids=["missing", "is-dir", "not-dir", "denied", "disk-full"],
+)
+def test_local_error_table(exc: OSError, expected: type[Exception], message: str) -> None:
+    ours = translate_local_error(exc, "read /x")
+    assert type(ours) is expected and str(ours) == message
+    assert translate_local_error(KeyError("bug"), "read /x") is None
 
 
 def test_local_uris(tmp_path: Path) -> None:
@@ -380,16 +396,18 @@ def _client_error(code: str, status: int) -> botocore.exceptions.ClientError:
         ("AccessDenied", 403, StorageError),
         ("NoSuchBucket", 404, StorageError),
         ("InvalidAccessKeyId", 403, StorageError),
+        ("PreconditionFailed", 412, AlreadyExists),
+        ("ConditionalRequestConflict", 409, AlreadyExists),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_client_error_translation(code: str, status: int, expected: type[Exception]) -> None:
-    ours = _translate_s3(_client_error(code, status), "read s3://b/k")
+    ours = translate_s3_error(_client_error(code, status), "read s3://b/k")
     assert type(ours) is expected
     # smart-open wraps botocore errors in OSError/ValueError: the cause chain is searched.
     wrapped = ValueError("wrapped")
     wrapped.__cause__ = _client_error(code, status)
-    assert type(_translate_s3(wrapped, "x")) is expected
+    assert type(translate_s3_error(wrapped, "x")) is expected
 
 
 @pytest.mark.parametrize(
@@ -404,12 +422,12 @@ def test_client_error_translation(code: str, status: int, expected: type[Excepti
     ids=["endpoint", "closed", "read-timeout", "reset", "bare-oserror"],
 )
 def test_network_errors_are_unavailable(exc: Exception) -> None:
-    assert type(_translate_s3(exc, "x")) is StorageUnavailable
+    assert type(translate_s3_error(exc, "x")) is StorageUnavailable
 
 
 def test_unrelated_errors_are_not_translated() -> None:
-    assert _translate_s3(KeyError("bug"), "x") is None
-    assert type(_translate_s3(botocore.exceptions.NoCredentialsError(), "x")) is StorageError
+    assert translate_s3_error(KeyError("bug"), "x") is None
+    assert type(translate_s3_error(botocore.exceptions.NoCredentialsError(), "x")) is StorageError
 
 
 def test_guarded_stream_is_a_binary_file(storage: Storage) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import LLMAuthError, RetryableError, StorageUnavailable
+from core.errors import ConfigError, LLMAuthError, RetryableError, StorageUnavailable
 from core.llm.cache import ResponseCache
 from core.llm.client import Endpoint, LiteLLMClient, LLMOptions
-from core.llm.fanout import LabelWorker, label_in_processes, plan_processes, portable_error, split_evenly
+from core.llm.fanout import LabelWorker, label_in_processes, plan_processes, split_evenly
 from core.llm.gateway import LLMGateway
 from core.llm.labeling import LabelPrompt, load_labels
 from core.llm.ledger import Ledger
@@ -77,17 +77,6 @@ def test_plan_processes(n: int, requested: int, concurrency: int, expected: int)
     assert plan_processes(n, requested, concurrency) == expected
 
 
-def test_portable_error_keeps_family_when_pickling_fails() -> None:
-    class Odd(StorageUnavailable):
-        def __init__(self, a: str, b: str) -> None:
-            super().__init__(f"{a}/{b}")
-
-    sent = portable_error(Odd("x", "y"))
-    assert isinstance(sent, RetryableError) and "x/y" in str(sent)
-    plain = LLMAuthError("bad key")
-    assert portable_error(plain) is plain
-
-
 # --- against the oracle server --------------------------------------------------------------------------
 
 
@@ -145,6 +134,36 @@ def test_a_child_failing_to_start_raises(tmp_path: Path, oracle_server: Callable
                            stage="s", prefix="labels/", processes=2, workers=4)
 
 
+def test_an_error_with_its_own_constructor_reaches_the_parent_whole(
+        tmp_path: Path, oracle_server: Callable[..., OracleHandle]) -> None:
+    oracle = oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.0, latency_ms=0)
+    chunks, _ = _chunks(20)
+
+    def misconfigured(concurrency: int) -> LabelWorker:
+        raise ConfigError("api.small_model", "unknown provider")
+
+    with pytest.raises(ConfigError, match="api.small_model: unknown provider") as info:
+        label_in_processes(misconfigured, Endpoint("openai/oracle-small", oracle.base_url, "sk-test"), PROMPT,
+                           chunks, stage="s", prefix="labels/", processes=2, workers=4)
+    assert info.value.field == "api.small_model"
+
+
+def test_an_error_that_cannot_cross_is_still_raised(tmp_path: Path,
+                                                    oracle_server: Callable[..., OracleHandle]) -> None:
+    oracle = oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.0, latency_ms=0)
+    chunks, _ = _chunks(20)
+
+    class Local(Exception):  # a class defined in a function does not pickle
+        pass
+
+    def broken(concurrency: int) -> LabelWorker:
+        raise Local("a library error nobody translated")
+
+    with pytest.raises(RetryableError, match="without saying why"):
+        label_in_processes(broken, Endpoint("openai/oracle-small", oracle.base_url, "sk-test"), PROMPT, chunks,
+                           stage="s", prefix="labels/", processes=2, workers=4)
+
+
 def test_a_child_that_dies_silently_raises_retryable(tmp_path: Path,
                                                      oracle_server: Callable[..., OracleHandle]) -> None:
     oracle = oracle_server(shared_data_dir() / "sms_spam.jsonl", noise=0.0, latency_ms=0)
@@ -163,7 +182,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from pathlib import Path
     from tests.test_workers import PROMPT, _chunks, _factory
-    from core.llm import Endpoint
+    from core.llm.client import Endpoint
     from core.llm.fanout import label_in_processes
     chunks, _ = _chunks(400)
     print(os.getpid(), flush=True)

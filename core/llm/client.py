@@ -3,40 +3,32 @@
 What it does: defines the ``LLM`` protocol the prompting modules (rules, labeling) call, and
 ``LiteLLMClient``, the one implementation, which sends chat completions through litellm with a
 concurrency limit, a per-call timeout, its own retry loop (exponential backoff with full jitter,
-honouring ``Retry-After``) and translation of every litellm exception into ``core.errors``.
-It also builds the ``response_format`` payloads the prompting modules ask for.
+honouring ``Retry-After``) and translation of every litellm exception into ``core.errors`` (by the
+table in ``core.llm.litellm_edge``). It also builds the ``response_format`` payloads the prompting
+modules ask for.
 
 What it does not do: build prompts, parse labels, cache replies or write the cost ledger (callers
 do that with the ``LLMReply`` they get back), or read settings: the handler maps config fields into
 ``Endpoint`` and ``LLMOptions``.
 
-This is the only module that imports litellm. litellm is imported on first use, because its
-import costs seconds and modules that only need the protocol should not pay for it.
+litellm itself is reached through ``core.llm.litellm_edge.litellm_module``, which imports it on first
+use, offline, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
-import functools
-import os
 import random
-import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.errors import BootstrapperError, LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable, RetryableError
+from core.errors import LLMRateLimited, LLMUnavailable, RetryableError, map_exceptions
+from core.llm.litellm_edge import litellm_module, translate_error
 from core.schema import LLMReply
-
-# The one sanctioned os.environ touch in core: it configures litellm (use the cost map bundled in
-# the wheel, never fetch it) and reads no setting. It must happen before litellm is imported.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 ResponseFormatMode = Literal["json_schema", "json_object", "none"]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -46,12 +38,6 @@ Sleep = Callable[[float], Awaitable[Any]]
 _RETRY_AFTER_CEILING_S = 300.0
 # Concurrent callers told the same Retry-After would otherwise all come back in the same instant.
 _RETRY_AFTER_JITTER = 0.1
-_MAX_DETAIL_CHARS = 500
-_KEY_HINT = (
-    "check the API key: config fields api.large_api_key / api.small_api_key, set only through the "
-    "environment variables BOOTSTRAPPER_API__LARGE_API_KEY / BOOTSTRAPPER_API__SMALL_API_KEY "
-    "(when neither is set, litellm falls back to the provider's own variable, e.g. OPENAI_API_KEY)"
-)
 # OpenAI-compatible providers: with a custom base_url they are vLLM, the oracle server, LM Studio
 # and the like, which all accept a json_schema response_format (guided decoding).
 _OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "openai_like", "custom_openai", "lm_studio"})
@@ -109,40 +95,6 @@ def label_schema(classes: list[str]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": schema}}
 
 
-def json_object_format() -> dict[str, Any]:
-    return {"type": "json_object"}
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Seconds to wait according to ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date).
-
-    >>> parse_retry_after({"Retry-After": "2.5"})
-    2.5
-    >>> parse_retry_after({"retry-after-ms": "150"})
-    0.15
-    """
-    if not headers:
-        return None
-    lower = {str(k).lower(): str(v).strip() for k, v in headers.items()}
-    if "retry-after-ms" in lower:
-        try:
-            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
-        except ValueError:
-            pass
-    value = lower.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def backoff_delay(attempt: int, options: LLMOptions, rng: random.Random, retry_after: float | None) -> float:
     """Delay before retry number ``attempt + 1``: the provider's Retry-After when it sent one (plus a
     little jitter), else full jitter, ``uniform(0, min(max, base * 2**attempt))``."""
@@ -151,16 +103,6 @@ def backoff_delay(attempt: int, options: LLMOptions, rng: random.Random, retry_a
         return wait + rng.uniform(0.0, wait * _RETRY_AFTER_JITTER)
     cap = min(options.backoff_max_s, options.backoff_base_s * (2.0**attempt))
     return rng.uniform(0.0, cap)
-
-
-_SECRET_PATTERN = re.compile(r"\b(sk-|Bearer\s+|api[_-]?key[=:]\s*)[^\s'\",}]+", re.IGNORECASE)
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """Remove the API key, and anything shaped like one, from text bound for an error message."""
-    if secret:
-        text = text.replace(secret, "***")
-    return _SECRET_PATTERN.sub(r"\1***", text)
 
 
 def response_format_mode(
@@ -192,85 +134,11 @@ def response_format_mode(
     return "none"
 
 
-# ---------------------------------------------------------------- litellm edge
+# ---------------------------------------------------------------- litellm's replies
 
 
-@functools.cache
-def _litellm() -> ModuleType:
-    import litellm
-
-    # Stops litellm printing "Provider List: ..." banners to stdout when a capability check meets an
-    # unknown model; the exception still carries the information.
-    litellm.suppress_debug_info = True
-    return litellm
-
-
-def _status_of(exc: BaseException) -> int | None:
-    # litellm sometimes stores the status as a string ("500"); a connection error has none.
-    response = getattr(exc, "response", None)
-    for status in (getattr(exc, "status_code", None), getattr(response, "status_code", None)):
-        try:
-            return int(status)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-    return None
-
-
-def _client_side_error(exc: BaseException) -> BaseException | None:
-    """The openai SDK's own error (raised before any request left, e.g. no API key), if that is the root.
-
-    litellm reports it as an InternalServerError, which would make a missing key look retryable.
-    """
-    import openai
-
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if type(cause) is openai.OpenAIError:
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
-    # litellm copies the provider's headers onto the exception as ``litellm_response_headers``; the
-    # httpx response it wraps keeps them too.
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers:
-        return headers
-    response = getattr(exc, "response", None)
-    return getattr(response, "headers", None) or None
-
-
-def translate_error(exc: BaseException, endpoint: Endpoint) -> BootstrapperError:
-    """Map a litellm (or asyncio timeout) exception to one of ours, with the key scrubbed out."""
-    ll = _litellm()
-    status = _status_of(exc)
-    http = f" (HTTP {status})" if status is not None else ""
-    detail = scrub(str(exc) or type(exc).__name__, endpoint.api_key)[:_MAX_DETAIL_CHARS]
-    where = f"model {endpoint.model!r}" + (f" at {endpoint.base_url}" if endpoint.base_url else "")
-    where = scrub(where, endpoint.api_key)
-    if isinstance(exc, ll.RateLimitError):
-        retry_after = parse_retry_after(_headers_of(exc))
-        return LLMRateLimited(f"rate limited by {where}{http}: {detail}", retry_after=retry_after)
-    client_side = _client_side_error(exc)
-    if client_side is not None:
-        if re.search(r"api[_ ]?key|credential", str(client_side), re.IGNORECASE):
-            return LLMAuthError(f"no request sent to {where}: no API key configured; {_KEY_HINT}. ({detail})")
-        return LLMBadRequest(f"the request to {where} could not be built: {detail}")
-    if isinstance(exc, ll.AuthenticationError | ll.PermissionDeniedError):
-        return LLMAuthError(f"{where} rejected the API key{http}: {_KEY_HINT}. Provider said: {detail}")
-    if isinstance(exc, TimeoutError | ll.Timeout):
-        return LLMUnavailable(f"{where} did not answer in time: {detail}")
-    unavailable = (ll.APIConnectionError, ll.InternalServerError, ll.ServiceUnavailableError, ll.BadGatewayError)
-    if isinstance(exc, unavailable):
-        return LLMUnavailable(f"{where} is unavailable{http}: {detail}")
-    if isinstance(exc, ll.BadRequestError | ll.NotFoundError | ll.UnprocessableEntityError):
-        return LLMBadRequest(f"{where} refused the request{http}: {detail}")
-    if status is not None and (status >= 500 or status == 408):
-        return LLMUnavailable(f"{where} failed{http}: {detail}")
-    return LLMBadRequest(f"{where} call failed ({type(exc).__name__}){http}: {detail}")
+def _where(endpoint: Endpoint) -> str:
+    return f"model {endpoint.model!r}" + (f" at {endpoint.base_url}" if endpoint.base_url else "")
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -297,7 +165,7 @@ def _cost_of(response: Any) -> tuple[float, bool]:
         cost = hidden["response_cost"]
         return (float(cost), True) if cost is not None else (0.0, False)
     try:
-        cost = _litellm().completion_cost(completion_response=response)
+        cost = litellm_module().completion_cost(completion_response=response)
     except Exception:  # noqa: BLE001 - litellm raises plain Exception subclasses for unmapped models
         return 0.0, False
     return float(cost or 0.0), True
@@ -391,21 +259,19 @@ class LiteLLMClient:
                 attempt += 1
 
     async def _attempt(self, endpoint: Endpoint, kwargs: dict[str, Any]) -> LLMReply:
-        ll = _litellm()
+        ll = litellm_module()
         # The slot is held for one attempt only, so a call waiting out a backoff frees it for others.
         async with self._semaphore():
             started = time.perf_counter()
-            try:
+            with map_exceptions(lambda exc: translate_error(exc, _where(endpoint), endpoint.api_key)):
                 # httpx's timeout is per read, so a server that trickles bytes can outlast it; the
                 # wait_for is the hard wall.
                 response = await asyncio.wait_for(ll.acompletion(**kwargs), self._options.timeout_s)
-            except Exception as exc:  # noqa: BLE001 - translated, never swallowed
-                raise translate_error(exc, endpoint) from exc
             return _reply_from(response, endpoint, time.perf_counter() - started)
 
     def supports_response_format(self, endpoint: Endpoint) -> str:
         """Which ``response_format`` to send: see ``response_format_mode`` for the table."""
-        ll = _litellm()
+        ll = litellm_module()
         try:
             _, provider, _, _ = ll.get_llm_provider(model=endpoint.model)
         except Exception:  # noqa: BLE001 - unknown model or provider

@@ -25,14 +25,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import BootstrapperError, PermanentError, RetryableError
+from core.errors import PermanentError, RetryableError
 from core.llm.labeling import LabelPrompt, label_many
 from core.schema import Chunk, Label
 from core.storage.jsonl_log import ShardWriter
@@ -76,23 +75,6 @@ def plan_processes(n_chunks: int, requested: int, concurrency: int, *, min_chunk
     return max(1, min(requested, concurrency, n_chunks // min_chunks_per_process))
 
 
-def portable_error(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else an exception of the same family with the same message.
-
-    Some of our errors take several constructor arguments, which default exception pickling cannot rebuild.
-    """
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any pickling failure means: send a plainer copy
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, RetryableError):
-            return RetryableError(message)
-        if isinstance(exc, PermanentError):
-            return PermanentError(message)
-        return BootstrapperError(message)
-
-
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this child when its parent dies, so an orphan never keeps calling the LLM."""
     try:
@@ -123,9 +105,12 @@ def _child(factory: WorkerFactory, share: int, endpoint: Any, prompt: LabelPromp
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which raises it
         code = 1
         try:
-            conn.send(("error", portable_error(exc)))
+            conn.send(("error", exc))  # ours all pickle (core.errors), so the parent raises the error itself
         except (OSError, EOFError):  # the parent is gone; nothing left to tell
             pass
+        except Exception:  # noqa: BLE001 - a foreign error that does not pickle
+            # The parent reports a worker that died without saying why; the log keeps what it was.
+            log.error("labeling worker %s could not send its error to the parent", os.getpid(), exc_info=exc)
     finally:
         conn.close()
         # Skip the interpreter's exit handlers: they belong to the parent (its atexit hooks, its S3 client's
@@ -169,6 +154,7 @@ def label_in_processes(
 
     results: list[Label] = []
     errors: list[BaseException] = []
+    reported: set[multiprocessing.connection.Connection] = set()  # children that sent their error
     open_conns = set(conns)
     try:
         while open_conns:
@@ -183,9 +169,9 @@ def label_in_processes(
                     open_conns.discard(conn)
                     proc = conns[conn]
                     proc.join(timeout=5)
-                    if proc.exitcode not in (0, 1):  # 1: it reported its error before exiting
+                    if proc.exitcode != 0 and conn not in reported:
                         errors.append(RetryableError(
-                            f"labeling worker {proc.name} died (exit code {proc.exitcode}); "
+                            f"labeling worker {proc.name} died (exit code {proc.exitcode}) without saying why; "
                             "its finished labels are saved and a re-run resumes from them"))
                         stop.set()
                     continue
@@ -195,6 +181,7 @@ def label_in_processes(
                     if on_done is not None:
                         on_done(label)
                 elif kind == "error":
+                    reported.add(conn)
                     errors.append(payload)
                     stop.set()  # one child's auth or storage failure will be every child's
     finally:

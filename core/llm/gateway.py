@@ -21,8 +21,9 @@ from typing import Any
 
 from core.errors import PermanentError, RetryableError
 from core.llm.cache import ResponseCache, request_key
-from core.llm.client import LLM, Endpoint, scrub
+from core.llm.client import LLM, Endpoint
 from core.llm.ledger import COST_UNKNOWN_NOTE, Ledger
+from core.llm.litellm_edge import scrub
 from core.schema import CallRecord, LLMReply
 
 MAX_ERROR_CHARS = 500

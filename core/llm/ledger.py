@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from core.llm.litellm_edge import litellm_module
 from core.schema import CallRecord
 from core.storage.jsonl_log import ShardWriter, read_shards, write_jsonl
 
@@ -29,12 +30,9 @@ FAILURE_OUTCOMES = frozenset({"retryable_error", "permanent_error", "unparseable
 
 def cost_of(model: str, tokens_in: int, tokens_out: int) -> tuple[float, bool]:
     """``(usd, known)`` from litellm's cost map; a model it does not know costs ``(0.0, False)``."""
-    # Through core.llm, the one owner of litellm's import-time switches (offline cost map, quiet output).
-    from core.llm.client import _litellm
-
     try:
-        cost_in, cost_out = _litellm().cost_per_token(model=model, prompt_tokens=tokens_in,
-                                                   completion_tokens=tokens_out)
+        cost_in, cost_out = litellm_module().cost_per_token(model=model, prompt_tokens=tokens_in,
+                                                            completion_tokens=tokens_out)
     except Exception:  # noqa: BLE001
         # litellm signals "not in the map" with several unrelated types (ModelNotMappedError,
         # BadRequestError for a provider it cannot infer, plain Exception in older releases).

@@ -108,7 +108,7 @@ class _TokenCounter:
         if model not in self._known:
             self._known[model] = cost_of(model, 0, 0)[1]
         if model not in self.fallback_models and self._known[model]:
-            from core.llm.client import _litellm
+            from core.llm.litellm_edge import litellm_module as _litellm
 
             try:
                 return int(_litellm().token_counter(model=model, text=text))

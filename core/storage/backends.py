@@ -6,9 +6,10 @@ Keys are relative posix paths ("runs/state.json") under a storage's root. Two ba
 through boto3). The file-like objects that ``open_read``/``open_write`` return live in
 ``core.storage.streams``. ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
 
-Library errors are translated at this edge: a missing object is ``ObjectNotFound``; throttling, 5xx,
-timeouts and connection failures are ``StorageUnavailable`` (retryable); anything else, including a
-missing bucket or denied access, is ``StorageError``. Keys that would escape the root are refused.
+Library errors are translated at this edge: every library call runs inside ``s3_errors`` or ``local_errors``,
+whose tables (``core.storage.errors``) make a missing object ``ObjectNotFound``, throttling and network faults
+``StorageUnavailable`` (retryable) and anything else ``StorageError``. Keys that would escape the root are
+refused.
 
 ``list(prefix)`` treats the prefix as a folder: ``list("a")`` and ``list("a/")`` both return the keys
 under ``a/`` and never ``ab/x``. Empty key segments ("a//b") and "." are refused too, because S3 would
@@ -21,7 +22,6 @@ handler passes the endpoint in), and any knowledge of what the objects contain.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import errno
 import functools
 import os
@@ -34,17 +34,10 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import smart_open.s3
-import urllib3.exceptions
 
-from core.errors import BootstrapperError, ObjectNotFound, StorageError, StorageUnavailable
+from core.errors import AlreadyExists, ObjectNotFound, StorageError
+from core.storage.errors import local_errors, s3_errors
 from core.storage.streams import TMP_SUFFIX, AtomicFile, GuardedStream, open_new, tmp_path
-
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_UNAVAILABLE_CODES = frozenset(
-    {"SlowDown", "503", "500", "502", "504", "RequestTimeout", "InternalError", "ServiceUnavailable",
-     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
-)
-_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 class Storage(Protocol):
@@ -105,64 +98,6 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _client_error_class(err: botocore.exceptions.ClientError) -> type[StorageError | StorageUnavailable]:
-    code = str(err.response.get("Error", {}).get("Code", ""))
-    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    if code in _NOT_FOUND_CODES:
-        return ObjectNotFound
-    if code in _UNAVAILABLE_CODES or "throttl" in code.lower() or status >= 500 or status == 429:
-        return StorageUnavailable
-    return StorageError
-
-
-def _translate_s3(exc: BaseException, what: str) -> BootstrapperError | None:
-    """Map an exception from boto3/smart-open to ours; None if it is not a storage failure."""
-    # smart-open wraps botocore errors in OSError/ValueError, so look down the cause chain.
-    for link in _chain(exc):
-        if isinstance(link, botocore.exceptions.ClientError):
-            return _client_error_class(link)(f"{what}: {link}")
-        if isinstance(link, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
-                             urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
-            return StorageUnavailable(f"{what}: {link}")
-        if isinstance(link, botocore.exceptions.BotoCoreError):
-            return StorageError(f"{what}: {link}")
-    if isinstance(exc, OSError):  # smart-open's own retries gave up on a network fault
-        return StorageUnavailable(f"{what}: {exc}")
-    return None
-
-
-@contextlib.contextmanager
-def _s3_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except BootstrapperError:
-        raise
-    except Exception as exc:
-        ours = _translate_s3(exc, what)
-        if ours is None:
-            raise
-        raise ours from exc
-
-
-@contextlib.contextmanager
-def _local_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise ObjectNotFound(f"{what}: {exc.strerror}") from exc
-    except OSError as exc:
-        raise StorageError(f"{what}: {exc}") from exc
-
-
 def _decode(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")
@@ -201,7 +136,7 @@ class LocalStorage(_TextMixin):
         return str(self._path(key))
 
     def read_bytes(self, key: str) -> bytes:
-        with _local_errors(f"read {self.uri(key)}"):
+        with local_errors(f"read {self.uri(key)}"):
             return self._path(key).read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -212,7 +147,7 @@ class LocalStorage(_TextMixin):
         folder = _folder(prefix)
         base = self._root.joinpath(*folder.rstrip("/").split("/")) if folder else self._root
         found: builtins.list[str] = []
-        with _local_errors(f"list {base}"):
+        with local_errors(f"list {base}"):
             for dirpath, _dirs, files in os.walk(base):
                 rel_dir = Path(dirpath).relative_to(self._root).as_posix()
                 for name in files:
@@ -222,16 +157,16 @@ class LocalStorage(_TextMixin):
 
     def exists(self, key: str) -> bool:
         path = self._path(key)
-        with _local_errors(f"stat {path}"):
+        with local_errors(f"stat {path}"):
             return path.is_file()
 
     def delete(self, key: str) -> None:
-        with _local_errors(f"delete {self.uri(key)}"):
+        with local_errors(f"delete {self.uri(key)}"):
             self._path(key).unlink(missing_ok=True)
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        with _local_errors(f"create {path}"):
+        with local_errors(f"create {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = tmp_path(path)
             _write_new(tmp, data)
@@ -250,15 +185,15 @@ class LocalStorage(_TextMixin):
 
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
-        with _local_errors(f"read {path}"):
+        with local_errors(f"read {path}"):
             inner = path.open("rb")
-        return cast(BinaryIO, GuardedStream(inner, functools.partial(_local_errors, f"read {path}")))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(local_errors, f"read {path}")))
 
     def open_write(self, key: str) -> BinaryIO:
         path = self._path(key)
-        with _local_errors(f"write {path}"):
+        with local_errors(f"write {path}"):
             inner = AtomicFile(path)
-        return cast(BinaryIO, GuardedStream(inner, functools.partial(_local_errors, f"write {path}")))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(local_errors, f"write {path}")))
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -300,11 +235,11 @@ class S3Storage(_TextMixin):
         return smart_open.s3.open(self.bucket, self._key(key), mode, client=self._client, **params)
 
     def read_bytes(self, key: str) -> bytes:
-        with _s3_errors(f"read {self.uri(key)}"), self._open(key, "rb") as fh:
+        with s3_errors(f"read {self.uri(key)}"), self._open(key, "rb") as fh:
             return bytes(fh.read())
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with _s3_errors(f"write {self.uri(key)}"), self._open(key, "wb", multipart_upload=False) as fh:
+        with s3_errors(f"write {self.uri(key)}"), self._open(key, "wb", multipart_upload=False) as fh:
             fh.write(data)
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -312,7 +247,7 @@ class S3Storage(_TextMixin):
         full = f"{full}/" if full else ""
         strip = len(f"{self.prefix}/") if self.prefix else 0
         paginator = self._client.get_paginator("list_objects_v2")
-        with _s3_errors(f"list s3://{self.bucket}/{full}"):
+        with s3_errors(f"list s3://{self.bucket}/{full}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     if not obj["Key"].endswith("/"):  # folder markers made by consoles
@@ -320,37 +255,35 @@ class S3Storage(_TextMixin):
 
     def exists(self, key: str) -> bool:
         try:
-            with _s3_errors(f"head {self.uri(key)}"):
+            with s3_errors(f"head {self.uri(key)}"):
                 self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ObjectNotFound:
             return False
         return True
 
     def delete(self, key: str) -> None:
-        with _s3_errors(f"delete {self.uri(key)}"):
+        with s3_errors(f"delete {self.uri(key)}"):
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
-        with _s3_errors(f"create {self.uri(key)}"):
-            try:  # S3 conditional write: the server refuses the put if the key exists
+        try:  # S3 conditional write: the server refuses the put if the key exists
+            with s3_errors(f"create {self.uri(key)}"):
                 self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in _LOST_RACE_CODES:
-                    raise
-                return False
+        except AlreadyExists:
+            return False
         return True
 
     def open_read(self, key: str) -> BinaryIO:
         what = f"read {self.uri(key)}"
-        with _s3_errors(what):
+        with s3_errors(what):
             inner = self._open(key, "rb")
-        return cast(BinaryIO, GuardedStream(inner, functools.partial(_s3_errors, what)))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(s3_errors, what)))
 
     def open_write(self, key: str) -> BinaryIO:
         what = f"write {self.uri(key)}"
-        with _s3_errors(what):
+        with s3_errors(what):
             inner = self._open(key, "wb")  # multipart: large model files never sit whole in memory
-        return cast(BinaryIO, GuardedStream(inner, functools.partial(_s3_errors, what)))
+        return cast(BinaryIO, GuardedStream(inner, functools.partial(s3_errors, what)))
 
 
 # --- construction and folder helpers ------------------------------------------------------------
@@ -390,7 +323,7 @@ def upload_dir(storage: Storage, local_dir: Path, prefix: str) -> builtins.list[
     keys = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         key = _folder(prefix) + path.relative_to(root).as_posix()
-        with _local_errors(f"read {path}"), path.open("rb") as src, storage.open_write(key) as dst:
+        with local_errors(f"read {path}"), path.open("rb") as src, storage.open_write(key) as dst:
             shutil.copyfileobj(src, dst)
         keys.append(key)
     return keys

@@ -6,7 +6,7 @@ so that an exception inside ``with`` discards a write instead of publishing it. 
 write: a temporary file beside the target (named by ``tmp_path``, ending in ``TMP_SUFFIX`` so listings can
 hide it), renamed into place on close.
 
-Not here: which errors map to which of ours (``core.storage`` owns that), keys, listing, or S3 calls.
+Not here: which errors map to which of ours (``core.storage.errors`` owns that), keys, listing, or S3 calls.
 """
 
 from __future__ import annotations
