@@ -36,7 +36,7 @@ from core.llm.labeling import LabelPrompt, label_many
 from core.llm.ledger import Ledger
 from core.schema import Chunk  # noqa: E402
 from core.storage.backends import LocalStorage
-from core.storage.jsonl_log import ShardWriter
+from core.storage.jsonl_log import LogWriter
 from oracle.process import start_oracle  # noqa: E402
 
 PROMPT = LabelPrompt(["ham", "spam"], "Spam is unsolicited commercial messaging; everything else is ham.",
@@ -54,7 +54,7 @@ def ours(base_url: str, chunks: list[Chunk], concurrency: int, model: str) -> tu
     gateway = LLMGateway(LiteLLMClient(LLMOptions(concurrency_limit=concurrency)), ResponseCache(storage), ledger)
     prompt = PROMPT
     endpoint = Endpoint(model, base_url, "sk-bench")
-    sink = ShardWriter(storage, "labels/")
+    sink = LogWriter(storage, "labels/")
     started = time.perf_counter()
     labels = asyncio.run(label_many(gateway, endpoint, prompt, chunks, stage="bench", sink=sink,
                                     workers=concurrency))

@@ -17,7 +17,7 @@ from core.llm.labeling import LabelPrompt, label_many, load_labels, needs_label
 from core.llm.ledger import Ledger
 from core.schema import Chunk
 from core.storage.backends import LocalStorage, Storage
-from core.storage.jsonl_log import ShardWriter
+from core.storage.jsonl_log import LogWriter
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 
 SMS = ["ham", "spam"]
@@ -44,7 +44,7 @@ def _label(storage: Storage, oracle: OracleHandle, chunks: list[Chunk], classes:
                                               backoff_base_s=0.05, backoff_max_s=0.2))
     gateway = LLMGateway(llm, ResponseCache(storage, "cache/"), ledger)
     prompt = LabelPrompt(classes, "Label by the obvious intent of the text.", mode)
-    sink = ShardWriter(storage, "labels/", flush_interval_s=0.2)
+    sink = LogWriter(storage, "labels/", flush_interval_s=0.2)
     endpoint = Endpoint(model, oracle.base_url, "sk-test")
     todo = [c for c in chunks if needs_label(load_labels(storage, "labels/").get(c.id))]
     labels = asyncio.run(label_many(gateway, endpoint, prompt, todo, stage="train_labels", sink=sink, workers=10))

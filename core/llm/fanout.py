@@ -4,17 +4,17 @@ litellm spends about 3 ms of CPU per call (building the request through the Open
 logging), so one event loop saturates one core at roughly 300 calls/s: at concurrency 50 and 200 ms latency
 the calls queue behind each other's CPU work and the batch takes ~1.4x its ideal time. ``label_in_processes``
 splits a batch over ``processes`` forked children, each running ``core.llm.labeling.label_many`` on its own loop
-with its share of the concurrency limit and its own gateway (cache, ledger shard, LLM client) built by a
+with its share of the concurrency limit and its own gateway (cache, ledger part, LLM client) built by a
 ``WorkerFactory`` that the handler supplies, so no socket or client is shared across a fork.
 
-What stays true with workers: every finished label is appended to a shard under ``prefix`` by the child that
-made it (shards are per-writer objects, so writers never collide); the response cache is content-addressed,
+What stays true with workers: every finished label is appended to a log part under ``prefix`` by the child that
+made it (parts are per-writer objects, so writers never collide); the response cache is content-addressed,
 so a resumed run pays for nothing twice whichever process made the call; ``should_stop`` (a SIGTERM in the
 parent) stops the children taking new chunks while calls in flight finish and are recorded; a child dies with
 its parent (``PR_SET_PDEATHSIG``), so a killed job stops spending at once, as a single process would.
 
 Does not: decide how many processes to use (the caller does), retry a failed child (a re-run resumes from the
-shards), or work where ``fork`` is unavailable (callers fall back to ``label_many`` in-process).
+parts), or work where ``fork`` is unavailable (callers fall back to ``label_many`` in-process).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 from core.errors import PermanentError, RetryableError
 from core.llm.labeling import LabelPrompt, label_many
 from core.schema import Chunk, Label
-from core.storage.jsonl_log import ShardWriter
+from core.storage.jsonl_log import LogWriter
 
 log = logging.getLogger("bootstrapper")
 
@@ -95,7 +95,7 @@ def _child(factory: WorkerFactory, share: int, endpoint: Any, prompt: LabelPromp
     try:
         worker = factory(share)
         try:
-            sink = ShardWriter(worker.storage, prefix, flush_interval_s=flush_interval_s)
+            sink = LogWriter(worker.storage, prefix, flush_interval_s=flush_interval_s)
             asyncio.run(label_many(worker.chat, endpoint, prompt, chunks, stage=stage, sink=sink, workers=share,
                                    on_done=lambda label: conn.send(("label", label.to_dict())),
                                    should_stop=stop.is_set, **call_opts))

@@ -2,7 +2,7 @@
 
 Pure prompt building and reply parsing come first; then ``label_chunk`` (one chunk, one retry for an
 unusable reply) and ``label_many`` (a bounded-concurrency fan-out that appends every finished label to a
-shard log as it completes, so a kill loses at most the calls in flight and the last flush interval).
+label log as it completes, so a kill loses at most the calls in flight and the last flush interval).
 A reply that names no class is never guessed: after one fresh retry it is recorded as failed with the raw
 reply. Which model labels which set is the pipeline's decision, not this module's.
 """
@@ -21,7 +21,7 @@ from core.errors import LLMAuthError, PermanentError, RetryableError
 from core.llm.client import label_schema
 from core.llm.rules import Chat
 from core.schema import Chunk, Label, LLMReply
-from core.storage.jsonl_log import ShardWriter, read_shards
+from core.storage.jsonl_log import LogWriter, read_log
 
 FORMAT_MODES = ("json_schema", "json_object", "none")
 
@@ -176,7 +176,7 @@ async def label_chunk(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunk: Chu
 
 def load_labels(storage: Any, prefix: str) -> dict[str, Label]:
     """Labels already recorded under ``prefix``; a later record for a chunk wins over an earlier one."""
-    return {d["chunk_id"]: Label.from_dict(d) for d in read_shards(storage, prefix)}
+    return {d["chunk_id"]: Label.from_dict(d) for d in read_log(storage, prefix)}
 
 
 def needs_label(existing: Label | None) -> bool:
@@ -185,7 +185,7 @@ def needs_label(existing: Label | None) -> bool:
 
 
 async def label_many(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunks: Iterable[Chunk], *,
-                     stage: str, sink: ShardWriter, workers: int = 50,
+                     stage: str, sink: LogWriter, workers: int = 50,
                      on_done: Callable[[Label], None] | None = None,
                      should_stop: Callable[[], bool] = lambda: False, **call_opts: Any) -> list[Label]:
     """Label every chunk with at most ``workers`` calls in flight; each result goes to ``sink`` at once.

@@ -1,7 +1,7 @@
 """Cost ledger: one ``CallRecord`` per LLM call attempt (paid, cached or failed), kept on storage.
 
-Records are buffered and written as shard objects through ``core.storage.jsonl_log.ShardWriter`` (S3 has no append),
-so a kill loses at most one flush interval. ``write_combined`` folds every shard of every run into the single
+Records are buffered and written as part objects through ``core.storage.jsonl_log.LogWriter`` (S3 has no append),
+so a kill loses at most one flush interval. ``write_combined`` folds every part of every run into the single
 ``llm_calls.jsonl`` users read, and ``totals`` sums records per model, per stage and overall. ``cost_of``
 prices tokens with litellm's cost map. The ledger does not make calls or decide what a call costs beyond that
 lookup; the gateway fills in each record.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.llm.litellm_edge import litellm_module
 from core.schema import CallRecord
-from core.storage.jsonl_log import ShardWriter, read_shards, write_jsonl
+from core.storage.jsonl_log import LogWriter, read_log, write_jsonl
 
 if TYPE_CHECKING:
     from core.storage.backends import Storage
@@ -78,7 +78,7 @@ def totals(records: Iterable[CallRecord]) -> dict[str, Any]:
 
 
 class Ledger:
-    """Buffers ``CallRecord``s of this run and shards them to ``<prefix><run_id>-<seq>.jsonl``."""
+    """Buffers ``CallRecord``s of this run and writes them as parts ``<prefix><run_id>-<seq>.jsonl``."""
 
     def __init__(
         self,
@@ -90,7 +90,7 @@ class Ledger:
     ) -> None:
         self._storage = storage
         self._prefix = prefix
-        self._writer = ShardWriter(storage, prefix, flush_interval_s=flush_interval_s, max_buffer=MAX_BUFFER,
+        self._writer = LogWriter(storage, prefix, flush_interval_s=flush_interval_s, max_buffer=MAX_BUFFER,
                                    clock=clock, run_id=run_id)
 
     def record(self, rec: CallRecord) -> None:
@@ -103,8 +103,8 @@ class Ledger:
         self._writer.close()
 
     def load_all(self) -> list[CallRecord]:
-        """Every record on storage (all runs), shards in key order. Unflushed records are not included."""
-        return [CallRecord.from_dict(d) for d in read_shards(self._storage, self._prefix)]
+        """Every record on storage (all runs), parts in key order. Unflushed records are not included."""
+        return [CallRecord.from_dict(d) for d in read_log(self._storage, self._prefix)]
 
     def write_combined(self, key: str = "llm_calls.jsonl") -> list[CallRecord]:
         """Flush, then write every record of every run as one JSONL object at ``key``; returns them."""

@@ -108,10 +108,10 @@ class _TokenCounter:
         if model not in self._known:
             self._known[model] = cost_of(model, 0, 0)[1]
         if model not in self.fallback_models and self._known[model]:
-            from core.llm.litellm_edge import litellm_module as _litellm
+            from core.llm.litellm_edge import litellm_module
 
             try:
-                return int(_litellm().token_counter(model=model, text=text))
+                return int(litellm_module().token_counter(model=model, text=text))
             except Exception:  # noqa: BLE001 - tokenizers that need a download fail offline, variously
                 pass
         self.fallback_models.add(model)

@@ -30,7 +30,7 @@ from core.run.splits import split_ids, test_size_for
 from core.run.state import IterationRecord, State, Step
 from core.schema import Label
 from core.storage.backends import Storage, upload_dir
-from core.storage.jsonl_log import ShardWriter, jsonl_line, write_jsonl
+from core.storage.jsonl_log import LogWriter, jsonl_line, write_jsonl
 
 log = logging.getLogger("bootstrapper")
 
@@ -118,7 +118,7 @@ def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint
                 flush_interval_s=s.system.flush_interval_s, on_done=lambda _l: tick(1),
                 should_stop=ctx.should_stop, **opts)
         else:
-            sink = ShardWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
+            sink = LogWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
             results = asyncio.run(labeling.label_many(
                 ctx.gateway, endpoint, prompt, todo, stage=stage, sink=sink,
                 workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,

@@ -2,7 +2,7 @@
 
 Keys are relative posix paths under a storage's root; every backend error is translated into ``core.errors``
 (``ObjectNotFound``, ``StorageError``, the retryable ``StorageUnavailable``). ``read_jsonl``/``write_jsonl`` are the
-one reader and writer of JSONL objects; ``ShardWriter``/``read_shards`` keep append-only logs as numbered parts,
+one reader and writer of JSONL objects; ``LogWriter``/``read_log`` keep append-only logs as numbered parts,
 since S3 has no append. Modules: ``backends`` (the protocol, ``LocalStorage``, ``S3Storage``, ``open_storage``),
 ``streams`` (atomic writes and guarded reads), ``jsonl_log`` (JSONL files and logs).
 """
@@ -16,12 +16,12 @@ from core.storage.backends import (
     open_storage,
     upload_dir,
 )
-from core.storage.jsonl_log import ShardWriter, dumps_jsonl, jsonl_line, read_jsonl, read_shards, write_jsonl
+from core.storage.jsonl_log import LogWriter, dumps_jsonl, jsonl_line, read_jsonl, read_log, write_jsonl
 
 __all__ = [
     "LocalStorage",
     "S3Storage",
-    "ShardWriter",
+    "LogWriter",
     "Storage",
     "download_dir",
     "dumps_jsonl",
@@ -29,7 +29,7 @@ __all__ = [
     "make_s3_client",
     "open_storage",
     "read_jsonl",
-    "read_shards",
+    "read_log",
     "upload_dir",
     "write_jsonl",
 ]

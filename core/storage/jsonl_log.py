@@ -6,10 +6,10 @@ line is split on ``\\n`` only (a JSON string may hold a raw U+2028, which ``str.
 
 Append-only logs:
 
-S3 has no append, so a log is a folder of shards: each flush writes one new object
+S3 has no append, so a log is a folder of parts: each flush writes one new object
 ``<prefix><run_id>-<seq>.jsonl`` holding the records buffered since the last flush. A kill loses at most the
 records buffered since the last flush (bounded by ``flush_interval_s`` and ``max_buffer``); a reader
-concatenates every shard in key order. Used for label results and the cost ledger.
+concatenates every part in key order. Used for label results and the cost ledger.
 
 This module knows nothing about what the records mean.
 """
@@ -89,12 +89,12 @@ def read_jsonl(storage: Storage, key: str, *,
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
-    """Sortable and unique: shards of a later run sort after those of an earlier one."""
+    """Sortable and unique: parts of a later run sort after those of an earlier one."""
     return f"{int(clock() * 1000):013d}-{uuid.uuid4().hex[:8]}"
 
 
-class ShardWriter:
-    """Buffers dict records and writes them as new shard objects under ``prefix``."""
+class LogWriter:
+    """Buffers dict records and writes them as new part objects under ``prefix``."""
 
     def __init__(
         self,
@@ -133,8 +133,8 @@ class ShardWriter:
         self.flush()
 
 
-def read_shards(storage: Storage, prefix: str) -> Iterator[dict[str, Any]]:
-    """Every record of every shard under ``prefix``, shards in key order, lines in file order.
+def read_log(storage: Storage, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every record of every part under ``prefix``, parts in key order, lines in file order.
 
     A torn last line (possible only with a non-atomic backend) is skipped rather than failing the resume.
     """
