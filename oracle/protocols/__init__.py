@@ -7,6 +7,7 @@ API it covers and what it leaves out. ``handle`` is the request flow they all sh
 from __future__ import annotations
 
 from oracle.config import OracleConfig
+from oracle.protocols.anthropic import AnthropicProtocol
 from oracle.protocols.azure import AzureProtocol
 from oracle.protocols.base import HttpRequest, Reply, WireProtocol, handle, json_reply
 from oracle.protocols.openai import OpenAIProtocol
@@ -15,7 +16,7 @@ __all__ = ["HttpRequest", "Reply", "WireProtocol", "handle", "json_reply", "prot
 
 _BY_NAME: dict[str, type[WireProtocol]] = {
     cls.name: cls
-    for cls in (OpenAIProtocol, AzureProtocol)
+    for cls in (OpenAIProtocol, AzureProtocol, AnthropicProtocol)
 }
 
 
