@@ -13,7 +13,7 @@ from oracle.faults import FaultRates
 
 MALFORMED_MODES = ("content", "body")
 UNKNOWN_TEXT_MODES = ("guess", "error")
-PROTOCOLS = ("openai", "anthropic", "bedrock", "gemini", "azure")
+PROTOCOLS = ("openai", "anthropic", "bedrock", "gemini", "ollama", "azure")
 # litellm appends the rest of each provider's path itself: "/chat/completions" to OpenAI's base, "/v1/messages"
 # to Anthropic's, "/models/{model}:generateContent" to Gemini's, "/model/{id}/converse" to Bedrock's.
 API_BASE_PATHS = {"openai": "/v1", "gemini": "/v1beta"}

@@ -12,13 +12,14 @@ from oracle.protocols.azure import AzureProtocol
 from oracle.protocols.base import HttpRequest, Reply, WireProtocol, handle, json_reply
 from oracle.protocols.bedrock import BedrockProtocol
 from oracle.protocols.gemini import GeminiProtocol
+from oracle.protocols.ollama import OllamaProtocol
 from oracle.protocols.openai import OpenAIProtocol
 
 __all__ = ["HttpRequest", "Reply", "WireProtocol", "handle", "json_reply", "protocol_for"]
 
 _BY_NAME: dict[str, type[WireProtocol]] = {
     cls.name: cls
-    for cls in (OpenAIProtocol, AzureProtocol, AnthropicProtocol, BedrockProtocol, GeminiProtocol)
+    for cls in (OpenAIProtocol, AzureProtocol, AnthropicProtocol, BedrockProtocol, GeminiProtocol, OllamaProtocol)
 }
 
 
