@@ -2,7 +2,7 @@
 
 Everything here is a function of its arguments: the same (seed, model, text) always gives the same label,
 as a temperature-0 LLM would, and different model names err on different texts. No HTTP, no state, no
-randomness beyond a hash. Rules replies live in ``oracle.rules``; the HTTP envelope in ``oracle.server``.
+randomness beyond a hash. Rules replies live in ``oracle.rules``; each provider's envelope in ``oracle.protocols``.
 
     >>> noisy_label("spam", ("ham", "spam"), noise=0.0, seed=0, model="m", text="t")
     ('spam', False)
@@ -47,15 +47,11 @@ def _find_enum(node: Any) -> list[Any] | None:
     return None
 
 
-def classes_from_response_format(response_format: Any) -> tuple[str, ...] | None:
-    """The label enum of a ``json_schema`` response format: ``properties.label`` first, else any enum.
+def classes_from_schema(schema: Any) -> tuple[str, ...] | None:
+    """The label enum of a JSON schema: ``properties.label`` first, else any enum.
 
     Pydantic puts an Enum field under ``$defs`` behind a ``$ref``, hence the search of the whole schema.
     """
-    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
-        return None
-    spec = response_format.get("json_schema")
-    schema = spec.get("schema") if isinstance(spec, Mapping) else None
     if not isinstance(schema, Mapping):
         return None
     properties = schema.get("properties")
@@ -65,6 +61,14 @@ def classes_from_response_format(response_format: Any) -> tuple[str, ...] | None
     if not enum:
         return None
     return tuple(str(value) for value in enum)
+
+
+def classes_from_response_format(response_format: Any) -> tuple[str, ...] | None:
+    """The label enum of an OpenAI ``json_schema`` response format (see ``classes_from_schema``)."""
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    return classes_from_schema(spec.get("schema") if isinstance(spec, Mapping) else None)
 
 
 def unit_hashes(*parts: object) -> tuple[float, float]:

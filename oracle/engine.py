@@ -1,79 +1,35 @@
-"""The oracle's chat-completion logic: request JSON in, a ``Reply`` (status, headers, body, delay) out.
+"""The oracle's answering logic, shared by every wire protocol: a neutral ``ChatRequest`` in, an ``Outcome`` out.
 
-It checks auth, draws the request's fault, finds the known text the prompt is about, and builds an
-OpenAI-style completion: a labeling reply from the (noisy) human label, or classification rules when the
-prompt is about no known text. It never sleeps or touches sockets: the HTTP layer waits ``delay_s`` and writes.
+It draws the request's fault, finds the known text the prompt is about, and answers with the (noisy) human
+label, or with template classification rules when the prompt is about no known text; then it spends the
+simulated reasoning budget and asks the prefix cache which prompt tokens count as cached. It is a stand-in
+answering from human labels, not a language model. It never parses a provider's JSON, checks auth, sleeps
+or touches sockets: the protocol modules (``oracle.protocols``) do the first two, the HTTP layer waits
+``delay_s`` and writes.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
 import threading
-import time
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from oracle import answers, rules
+from oracle.cache import CachePolicy, PrefixCache
 from oracle.config import OracleConfig
 from oracle.data import LabeledData, Match, extract_marked
 from oracle.faults import Fault, FaultDrawer
+from oracle.neutral import ChatRequest, Completion, ErrorKind, Failure, Usage
 from oracle.stats import Stats
 
-BAD_KEY = "sk-bad"
-RETRY_AFTER_S = "0.1"
 BAD_LABEL_PROB = 0.5
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    delay_s: float = 0.0
-
-
-def error_reply(status: int, message: str, kind: str, code: str | None = None, **extra: Any) -> Reply:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return Reply(status, json.dumps(body).encode("utf-8"), **extra)
-
-
-def message_text(message: Any) -> str:
-    """Text of one chat message; content may be a string or a list of OpenAI content parts."""
-    if not isinstance(message, Mapping):
-        return ""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return ""
-
-
-def last_user_text(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return message_text(message)
-    return message_text(messages[-1])
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
-
-
-def validation_error(body: Any) -> str | None:
-    if not isinstance(body, Mapping):
-        return "request body must be a JSON object"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages must be a non-empty list"
-    if body.get("stream"):
-        return "stream=true is not supported by the oracle server"
-    return None
+FAULT_FAILURES = {
+    Fault.RATE_LIMIT: ErrorKind.RATE_LIMITED,
+    Fault.SERVER_ERROR: ErrorKind.SERVER_ERROR,
+    Fault.OVERLOADED: ErrorKind.OVERLOADED,
+}
+UNKNOWN_TEXT_MESSAGE = "the oracle has no label for the text between <text> markers"
 
 
 @dataclass(frozen=True)
@@ -87,11 +43,29 @@ class Answer:
     label_prob: float = answers.LABEL_PROB
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The engine's decision: a completion or a failure, the /stats outcome name and summary, the wait."""
+
+    result: Completion | Failure
+    outcome: str
+    summary: str
+    delay_s: float = 0.0
+    truncate_body: bool = False
+
+
+def tokens(chars: int) -> int:
+    """Characters / 4, the usual rule of thumb for English text, and never zero."""
+    return max(1, math.ceil(chars / 4))
+
+
 class Oracle:
-    def __init__(self, config: OracleConfig, data: LabeledData) -> None:
+    def __init__(self, config: OracleConfig, data: LabeledData, cache_policy: CachePolicy) -> None:
         self.config = config
         self.data = data
         self.stats = Stats()
+        self.cache_policy = cache_policy
+        self._cache = PrefixCache()
         self._faults = FaultDrawer(config.faults, config.seed)
         self._words = rules.distinctive_words((text, data.label_of(text)) for text in data.texts())
         self._jitter = random.Random(config.seed + 1)
@@ -104,18 +78,20 @@ class Oracle:
             extra = self._jitter.uniform(0.0, self.config.jitter_ms)
         return (self.config.latency_ms + extra) / 1000.0
 
-    def _label_answer(self, body: Mapping[str, Any], match: Match | None, marked_text: str, fault: Fault) -> Answer:
-        classes = answers.classes_from_response_format(body.get("response_format")) or self.data.labels
-        as_json = answers.wants_json(body.get("response_format"))
-        model = str(body.get("model", ""))
+    def _classes(self, request: ChatRequest) -> tuple[str, ...]:
+        return request.structure.classes or self.data.labels
+
+    def _label_answer(self, request: ChatRequest, match: Match | None, marked_text: str, fault: Fault) -> Answer:
+        classes = self._classes(request)
+        as_json = request.structure.as_json
         if match is not None:
             label, flipped = answers.noisy_label(
-                match.label, classes, self.config.noise, self.config.seed, model, match.text
+                match.label, classes, self.config.noise, self.config.seed, request.model, match.text
             )
             outcome, text = "label", match.text
         else:
             # The text is unknown: answer as an LLM would (some class), but deterministically and visibly so.
-            draw, _ = answers.unit_hashes(self.config.seed, model, marked_text, "unknown")
+            draw, _ = answers.unit_hashes(self.config.seed, request.model, marked_text, "unknown")
             label, flipped = classes[min(int(draw * len(classes)), len(classes) - 1)], True
             outcome, text = "unknown_text", marked_text
         label_prob = answers.FLIPPED_LABEL_PROB if flipped else answers.LABEL_PROB
@@ -134,77 +110,50 @@ class Oracle:
             return Answer("", "malformed", prompt[:80])
         return Answer(content, "rules", prompt[:80])
 
-    def _completion(self, body: Mapping[str, Any], answer: Answer, prompt_chars: int) -> dict[str, Any]:
-        logprobs = None
-        if body.get("logprobs") is True:
-            top_k = int(body.get("top_logprobs") or 0)
-            classes = answers.classes_from_response_format(body.get("response_format")) or self.data.labels
-            tokens = (
-                answers.logprobs_content(answer.parts, answer.label_prob, classes, top_k)
-                if answer.parts is not None
-                else answers.filler_logprobs(answer.content, top_k)
-            )
-            logprobs = {"content": tokens, "refusal": None}
-        return {
-            "id": "chatcmpl-oracle-" + uuid.uuid4().hex[:24],
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", ""),
-            "system_fingerprint": "oracle-stand-in",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.content, "refusal": None},
-                    "logprobs": logprobs,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": answers.usage(prompt_chars, answer.content),
-        }
+    def _spend_budget(self, content: str, max_tokens: int | None) -> tuple[str, str, int, int]:
+        """(content, finish, reasoning tokens, completion tokens) once the hidden thinking has had its share.
 
-    def chat(self, body: Any, authorization: str | None) -> Reply:
-        problem = validation_error(body)
-        model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
-        messages = body.get("messages") if isinstance(body, Mapping) else None
-        if bearer_token(authorization) == BAD_KEY:
-            self.stats.record(model, messages, "", "unauthorized", 401)
-            return error_reply(401, "Incorrect API key provided: sk-bad.", "invalid_request_error", "invalid_api_key")
-        if problem is not None:
-            self.stats.record(model, messages, "", "bad_request", 400)
-            return error_reply(400, problem, "invalid_request_error")
-        assert isinstance(body, Mapping) and isinstance(messages, list)
+        Without ``reasoning_tokens`` the budget is ignored, as the server always did: the oracle's replies are
+        short, and a cap on rules would cut them mid-line for no test's benefit.
+        """
+        needed = tokens(len(content))
+        thinking = self.config.reasoning_tokens
+        if thinking == 0 or max_tokens is None or max_tokens >= thinking + needed:
+            return content, "stop", thinking, thinking + needed
+        if max_tokens <= thinking:
+            return "", "length", max_tokens, max_tokens
+        return content[: (max_tokens - thinking) * 4], "length", thinking, max_tokens
+
+    def _complete(self, request: ChatRequest, answer: Answer) -> Completion:
+        content, finish, reasoning, completion_tokens = self._spend_budget(answer.content, request.max_tokens)
+        cached = self._cache.use(request.model, request.segments, request.cache_marks, self.cache_policy)
+        usage = Usage(
+            prompt_tokens=tokens(sum(len(segment) for segment in request.segments)),
+            completion_tokens=completion_tokens,
+            cache_read=cached.read,
+            cache_write=cached.write,
+            reasoning_tokens=reasoning,
+        )
+        return Completion(content, finish, usage, answer.parts, answer.label_prob, self._classes(request))
+
+    def respond(self, request: ChatRequest) -> Outcome:
         fault = self._faults.draw()
-        prompt = last_user_text(messages)
-        if fault is Fault.RATE_LIMIT:
-            self.stats.record(model, messages, prompt[:80], fault.value, 429)
-            headers = (("Retry-After", RETRY_AFTER_S), ("retry-after-ms", "100"))
-            return error_reply(
-                429,
-                "Rate limit reached (injected by the oracle).",
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                headers=headers,
-            )
-        if fault is Fault.SERVER_ERROR:
-            self.stats.record(model, messages, prompt[:80], fault.value, 500)
-            return error_reply(
-                500, "The server had an error (injected by the oracle).", "server_error", delay_s=self._latency_s()
-            )
+        prompt = request.prompt
+        if fault in FAULT_FAILURES:
+            # A 429 comes back at once; a server that failed or is overloaded took its time to say so.
+            delay = 0.0 if fault is Fault.RATE_LIMIT else self._latency_s()
+            return Outcome(Failure(FAULT_FAILURES[fault]), fault.value, prompt[:80], delay)
         match, marked = self.data.find(prompt)
         if match is None and marked and self.config.unknown_text == "error":
-            self.stats.record(model, messages, prompt[:80], "unknown_text", 400)
-            return error_reply(
-                400, "the oracle has no label for the text between <text> markers", "invalid_request_error"
-            )
+            return Outcome(Failure(ErrorKind.BAD_REQUEST, UNKNOWN_TEXT_MESSAGE), "unknown_text", prompt[:80])
         if match is not None or marked:
-            answer = self._label_answer(body, match, extract_marked(prompt) or "", fault)
+            answer = self._label_answer(request, match, extract_marked(prompt) or "", fault)
         else:
             answer = self._rules_answer(prompt, fault)
-        outcome = "hang" if fault is Fault.HANG else answer.outcome
-        self.stats.record(model, messages, answer.summary, outcome, 200)
-        completion = self._completion(body, answer, sum(len(message_text(m)) for m in messages))
-        payload = json.dumps(completion, ensure_ascii=False).encode("utf-8")
-        if fault is Fault.MALFORMED and self.config.malformed_mode == "body":
-            payload = payload[: len(payload) // 2]
-        delay = self.config.hang_s if fault is Fault.HANG else self._latency_s()
-        return Reply(200, payload, delay_s=delay)
+        return Outcome(
+            self._complete(request, answer),
+            "hang" if fault is Fault.HANG else answer.outcome,
+            answer.summary,
+            self.config.hang_s if fault is Fault.HANG else self._latency_s(),
+            truncate_body=fault is Fault.MALFORMED and self.config.malformed_mode == "body",
+        )

@@ -1,4 +1,4 @@
-"""Fault injection for the oracle: which fault, if any, a chat request suffers.
+"""Fault injection for the oracle (a stand-in for a real LLM): which fault, if any, a chat request suffers.
 
 Each chat request draws one uniform number from a seeded RNG and the cumulative rates pick the fault, so a
 run with the same seed and the same request order sees the same faults. This module only decides; the
@@ -25,6 +25,7 @@ class Fault(enum.Enum):
     HANG = "hang"
     MALFORMED = "malformed"
     BAD_LABEL = "badlabel"
+    OVERLOADED = "overloaded"  # the provider's "too busy for everyone" reply (Anthropic 529, Gemini 503, ...)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class FaultRates:
     rate_hang: float = 0.0
     rate_malformed: float = 0.0
     rate_badlabel: float = 0.0
+    rate_overloaded: float = 0.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -53,6 +55,8 @@ class FaultRates:
             (Fault.HANG, self.rate_hang),
             (Fault.MALFORMED, self.rate_malformed),
             (Fault.BAD_LABEL, self.rate_badlabel),
+            # Last, so adding it left every earlier fault's draws, and old seeds' runs, as they were.
+            (Fault.OVERLOADED, self.rate_overloaded),
         ]
 
 

@@ -1,8 +1,8 @@
 """Start the oracle LLM server (a stand-in for a real LLM) as a separate process, and talk to its admin API.
 
 Used by the test fixtures, the benchmarks and ``bootstrapper demo``: ``start_oracle(data, workdir, **options)``
-starts ``python -m oracle.server`` on a free port (options are its CLI flags in snake case) and waits for
-``/health``. Nothing here is imported by the server itself.
+starts ``python -m oracle.server`` on a free port (options are its CLI flags in snake case, ``protocol=
+"anthropic"`` among them) and waits for ``/health``. Nothing here is imported by the server itself.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from oracle.config import API_BASE_PATHS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 30.0
@@ -41,15 +43,17 @@ def _http_json(url: str, method: str = "GET", timeout: float = 10.0) -> Any:
 
 @dataclass
 class OracleHandle:
-    """A running oracle server process. ``base_url`` ends in ``/v1``, ready for litellm's ``api_base``."""
+    """A running oracle server process. ``base_url`` is what litellm's ``api_base`` must be for the server's
+    protocol: ``/v1`` appended for OpenAI, ``/v1beta`` for Gemini, the bare root for the others."""
 
     process: subprocess.Popen[bytes]
     root_url: str
     log_path: Path
+    protocol: str = "openai"
     base_url: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.base_url = self.root_url + "/v1"
+        self.base_url = self.root_url + API_BASE_PATHS.get(self.protocol, "")
 
     @property
     def pid(self) -> int:
@@ -92,14 +96,14 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], port_file: Path, log_p
     raise RuntimeError(f"oracle server not healthy within {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()}")
 
 
-def start_oracle(data: Path, workdir: Path, **options: Any) -> OracleHandle:
-    """Start ``python -m oracle.server`` on a free port and wait for ``/health``."""
+def start_oracle(data: Path, workdir: Path, protocol: str = "openai", **options: Any) -> OracleHandle:
+    """Start ``python -m oracle.server --protocol <protocol>`` on a free port and wait for ``/health``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = Path(tempfile.mkstemp(prefix="oracle-port-", dir=workdir)[1])
     port_file.unlink()
     log_path = port_file.with_suffix(".log")
     command = [sys.executable, "-m", "oracle.server", "--data", str(data), "--port", "0", "--port-file", str(port_file)]
-    command += _cli_flags(options)
+    command += _cli_flags({"protocol": protocol, **options})
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    return OracleHandle(process, _wait_until_healthy(process, port_file, log_path), log_path)
+    return OracleHandle(process, _wait_until_healthy(process, port_file, log_path), log_path, protocol)

@@ -1,24 +1,29 @@
-"""The oracle LLM server: a local, OpenAI-compatible HTTP server that stands in for a real LLM.
+"""The oracle LLM server: a local HTTP server that stands in for a real LLM, speaking one provider's protocol.
 
-No real LLM is reachable where this project is built and tested. This server answers chat completions from
+No real LLM is reachable where this project is built and tested. This server answers chat requests from
 human labels in a JSONL file (``{"text", "label"}``), flipped by seeded, deterministic noise, writes template
-classification rules for prompts about no known text, and injects faults (429, 500, hangs, malformed and
-out-of-class replies) at given rates. It is not a language model and must never be mistaken for one.
+classification rules for prompts about no known text, and injects faults (429, 500, overloaded, hangs,
+malformed and out-of-class replies) at given rates. It is not a language model and must never be mistaken
+for one.
 
-Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``GET /v1/models``, ``GET /health``,
-``GET /stats`` (``?prompts=0`` leaves out the per-prompt list), ``POST /stats/reset``.
+``--protocol`` picks the wire protocol (``oracle.protocols``): ``openai`` (the default, ``POST
+/v1/chat/completions``), ``azure``, ``anthropic``, ``bedrock``, ``gemini`` or ``ollama``, each with its
+provider's paths, auth, structured-output form, usage fields and error bodies, so litellm can be pointed at
+it through that provider's normal base-URL setting. Every protocol also serves ``GET /health``, ``GET
+/stats`` (``?prompts=0`` leaves out the per-prompt list) and ``POST /stats/reset``.
 
 It is a stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive: one thread per connection, which
 sustains 50 concurrent clients at 200 ms latency near the ideal wall time (see tests/test_oracle_server.py).
 
     python -m oracle.server --data /work/shared/data/sms_spam.jsonl --port 0 --port-file /tmp/port
+    python -m oracle.server --data sms.jsonl --protocol anthropic --api-key sk-ant-test --latency-ms 0
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import signal
 import sys
 import time
@@ -29,24 +34,18 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from oracle.config import MALFORMED_MODES, UNKNOWN_TEXT_MODES, OracleConfig
+from oracle.config import MALFORMED_MODES, PROTOCOLS, UNKNOWN_TEXT_MODES, OracleConfig
 from oracle.data import LabeledData
-from oracle.engine import Oracle, Reply, error_reply
+from oracle.engine import Oracle
 from oracle.faults import FaultRates
+from oracle.neutral import ErrorKind, Failure
+from oracle.protocols import HttpRequest, Reply, WireProtocol, handle, json_reply, protocol_for
 
-BANNER = "oracle LLM server (a stand-in for a real LLM, answers from human labels) listening on {url}"
-ADVERTISED_MODELS = ("oracle-small", "oracle-large")
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-MODELS_PATHS = frozenset({"/v1/models", "/models"})
-
-
-def json_reply(payload: Any, status: int = 200) -> Reply:
-    return Reply(status, json.dumps(payload).encode("utf-8"))
-
-
-def models_payload() -> dict[str, Any]:
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "oracle"} for name in ADVERTISED_MODELS]
-    return {"object": "list", "data": data}
+BANNER = (
+    "oracle LLM server (a stand-in for a real LLM, answers from human labels) speaking {protocol} on {url}"
+)
+# Gemini takes its key as ?key=..., and a request line is what the access log prints.
+_QUERY_KEY = re.compile(r"([?&]key=)[^&\s]+")
 
 
 class OracleRequestHandler(BaseHTTPRequestHandler):
@@ -58,12 +57,12 @@ class OracleRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.oracle.config.verbose:
-            super().log_message(format, *args)
+            line = _QUERY_KEY.sub(r"\1***", format % args)
+            sys.stderr.write(f"{self.address_string()} - - [{self.log_date_time_string()}] {line}\n")
 
-    def _read_json(self) -> Any:
+    def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        return json.loads(raw) if raw else None
+        return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, reply: Reply) -> None:
         if reply.delay_s > 0:
@@ -80,41 +79,46 @@ class OracleRequestHandler(BaseHTTPRequestHandler):
             # The client gave up (a hang longer than its timeout); nothing left to tell it.
             self.close_connection = True
 
+    def _not_found(self, path: str) -> Reply:
+        return self.server.protocol.error(Failure(ErrorKind.NOT_FOUND, f"no route {self.command} {path}"), "")
+
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         oracle = self.server.oracle
         if parts.path == "/health":
-            self._send(json_reply({"status": "ok", "texts": len(oracle.data), "labels": list(oracle.data.labels)}))
-        elif parts.path in MODELS_PATHS:
-            self._send(json_reply(models_payload()))
+            payload = {"status": "ok", "protocol": oracle.config.protocol, "texts": len(oracle.data)}
+            self._send(json_reply(payload | {"labels": list(oracle.data.labels)}))
         elif parts.path == "/stats":
             wanted = parse_qs(parts.query).get("prompts", ["1"])[-1].lower()
             self._send(json_reply(oracle.stats.snapshot(include_prompts=wanted not in ("0", "false", "no"))))
         else:
-            self._send(error_reply(404, f"no route GET {parts.path}", "invalid_request_error", "not_found"))
+            self._send(self.server.protocol.get(parts.path) or self._not_found(parts.path))
 
     def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        try:
-            body = self._read_json()
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-            self._send(error_reply(400, "request body is not valid JSON", "invalid_request_error"))
-            return
-        if path in CHAT_PATHS:
-            self._send(self.server.oracle.chat(body, self.headers.get("Authorization")))
-        elif path == "/stats/reset":
+        parts = urlsplit(self.path)
+        body = self._read_body()
+        if parts.path == "/stats/reset":
             self.server.oracle.stats.reset()
             self._send(json_reply({"status": "reset"}))
-        else:
-            self._send(error_reply(404, f"no route POST {path}", "invalid_request_error", "not_found"))
+            return
+        request = HttpRequest(
+            method="POST",
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+            raw_path=parts.path,
+        )
+        self._send(handle(self.server.protocol, self.server.oracle, request))
 
 
 class OracleHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # hung requests must not keep the process alive at shutdown
     request_queue_size = 256  # 50+ clients connecting at once must not overflow the listen backlog
 
-    def __init__(self, oracle: Oracle) -> None:
+    def __init__(self, oracle: Oracle, protocol: WireProtocol) -> None:
         self.oracle = oracle
+        self.protocol = protocol
         super().__init__((oracle.config.host, oracle.config.port), OracleRequestHandler)
 
     @property
@@ -128,7 +132,8 @@ class OracleHTTPServer(ThreadingHTTPServer):
 
 def build_server(config: OracleConfig) -> OracleHTTPServer:
     """Load the data and bind the socket; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``."""
-    return OracleHTTPServer(Oracle(config, LabeledData.load(config.data)))
+    protocol = protocol_for(config)
+    return OracleHTTPServer(Oracle(config, LabeledData.load(config.data), protocol.cache_policy()), protocol)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[OracleConfig, Path | None]:
@@ -142,19 +147,30 @@ def parse_args(argv: Sequence[str] | None) -> tuple[OracleConfig, Path | None]:
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="extra latency, uniform in [0, jitter]")
     parser.add_argument("--seed", type=int, default=0)
-    for name in ("429", "500", "hang", "malformed", "badlabel"):
+    for name in ("429", "500", "hang", "malformed", "badlabel", "overloaded"):
         parser.add_argument(f"--rate-{name}", type=float, default=0.0)
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--malformed-mode", choices=MALFORMED_MODES, default="content")
     parser.add_argument("--unknown-text", choices=UNKNOWN_TEXT_MODES, default="guess")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="openai", help="the provider API to speak")
+    parser.add_argument("--api-key", help="the only key accepted (Bedrock: the SigV4 access key id)")
+    parser.add_argument("--aws-secret-access-key", help="Bedrock: verify SigV4 signatures with this secret")
+    parser.add_argument("--reasoning-tokens", type=int, default=0, help="hidden thinking before each answer")
+    parser.add_argument("--refuse-logprobs", action="store_true", help="answer logprobs requests with a 400")
+    parser.add_argument("--cache-min-tokens", type=int, help="shortest cached prefix (default: the protocol's)")
     args = parser.parse_args(argv)
     try:
-        rates = FaultRates(args.rate_429, args.rate_500, args.rate_hang, args.rate_malformed, args.rate_badlabel)
+        rates = FaultRates(
+            args.rate_429, args.rate_500, args.rate_hang, args.rate_malformed, args.rate_badlabel, args.rate_overloaded
+        )
         config = OracleConfig(
             data=args.data, host=args.host, port=args.port, noise=args.noise, latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms, seed=args.seed, faults=rates, hang_s=args.hang_s,
             malformed_mode=args.malformed_mode, unknown_text=args.unknown_text, verbose=args.verbose,
+            protocol=args.protocol, api_key=args.api_key, aws_secret_access_key=args.aws_secret_access_key,
+            reasoning_tokens=args.reasoning_tokens, refuse_logprobs=args.refuse_logprobs,
+            cache_min_tokens=args.cache_min_tokens,
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
@@ -180,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     if port_file is not None:
         write_port_file(port_file, server.port)
-    print(BANNER.format(url=server.url), flush=True)
+    print(BANNER.format(protocol=config.protocol, url=server.url), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
