@@ -77,7 +77,8 @@ def do_split(ctx: RunContext, data: RunData, state: State) -> None:
     ctx.output.write_text(layout.SPLITS, json.dumps(splits))
     state.pool_remaining = len(splits["pool"])
     c = state.counters
-    c.test_chunks, c.initial_train_chunks, c.pool_chunks = len(splits["test"]), len(splits["train"]), len(splits["pool"])
+    c.test_chunks, c.initial_train_chunks = len(splits["test"]), len(splits["train"])
+    c.pool_chunks = len(splits["pool"])
 
 
 def do_rules(ctx: RunContext, data: RunData, _state: State) -> None:
