@@ -29,7 +29,7 @@ and the ``report`` command. Create-if-absent markers (``batch/predict-array.json
 in the output location) keep a retried or repeated ``run`` from submitting either job twice; a retry that
 finds the array job submitted but not the ``report`` job submits the latter.
 
-Does not: redo what the CLI does (a child runs ``bootstrapper predict`` through ``handlers.cli.main``), build
+Does not: redo what the CLI does (a child runs the CLI's ``bootstrapper predict`` command), build
 adapters (``handlers.wiring`` does), or know anything of the pipeline beyond ``core.pipeline.run``'s outcome.
 """
 
@@ -292,7 +292,9 @@ def predict_shard(config_uri: str, shards: int, index: int | None, environ: Mapp
     # Prediction has no safe point to stop at: a part file appears only when complete, so leaving at once
     # loses nothing, and exit 3 has Batch retry this child (the retry writes the whole part again).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
-    return cli.main(["--json-logs", "predict", config_uri, "--shard", f"{index}/{shards}"])
+    # The CLI's command, not its main: main would turn a RetryableError into exit 1, which Batch does not retry.
+    args = cli.build_parser().parse_args(["predict", config_uri, "--shard", f"{index}/{shards}"])
+    return int(args.fn(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

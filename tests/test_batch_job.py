@@ -45,6 +45,7 @@ from handlers.batch_job import (
 )
 from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_client
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
+from tests.fixtures.s3_server import free_port
 from tests.pipeline_helpers import REPO, cli_env, job_config, sample_rows, wait_for
 from tests.prediction_helpers import finished_run
 
@@ -233,6 +234,18 @@ def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("root_logging")
 def test_predict_shard_needs_an_index(tmp_path: Path) -> None:
     assert main(["predict-shard", str(tmp_path / "c.yaml"), "--shards", "3"], {}) == EXIT_CONFIG
+
+
+@pytest.mark.slow  # botocore's own retries of a refused connection take ~10 s before the error reaches us
+def test_predict_shard_exits_3_when_storage_is_unavailable(tmp_path: Path) -> None:
+    """An array child that cannot reach S3 asks Batch for a retry (3), not for the end (1)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE + "path: {input: s3://absent/in, output: s3://absent/out}\n")
+    env = cli_env("http://127.0.0.1:9", {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    log = tmp_path / "shard.log"
+    assert _finish(["predict-shard", str(cfg), "--shards", "2", "--index", "0"], env, log, timeout=120) == EXIT_RETRY
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(x["message"].startswith("StorageUnavailable: read s3://absent/out/state.json") for x in lines), lines
 
 
 # --- the report job: counting the shards' predictions ---------------------------------------------
