@@ -49,8 +49,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
-from core.errors import BootstrapperError, ConfigError, ObjectNotFound, PermanentError, RetryableError
+from core.errors import BootstrapperError, ConfigError, ObjectNotFound, RetryableError
 from handlers import cli, wiring
+from handlers.batch_errors import batch_error
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
@@ -158,7 +159,7 @@ def _submit_once(output: Any, batch: Any, marker: str, request: Mapping[str, Any
         response = batch.submit_job(**request)
     except (BotoCoreError, ClientError) as exc:
         output.delete(marker)  # so that the next run of this job submits it
-        raise PermanentError(f"submitting the {what} failed: {exc}") from exc
+        raise batch_error(exc, f"submitting the {what}") from exc
     output.write_text(marker, json.dumps({**claim, "job_id": response["jobId"], "job_name": request["jobName"]}))
     return str(response["jobId"])
 
@@ -217,9 +218,13 @@ def submit_prediction_jobs(output: Any, batch: Any, config_uri: str, shards: int
 
 def make_batch_client(environ: Mapping[str, str]) -> Any:
     import boto3
+    from botocore.config import Config
 
+    # Standard mode retries throttling (SubmitJob's TooManyRequestsException) with backoff before we see it.
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30)
     return boto3.session.Session().client("batch", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
-                                          region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"))
+                                          region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
+                                          config=config)
 
 
 def _load(config_uri: str, environ: Mapping[str, str]) -> tuple[Settings, str, str, Any]:

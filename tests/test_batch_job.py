@@ -19,11 +19,20 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoRegionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 
 from core.config import config_fingerprint, load_settings
-from core.errors import ConfigError, ObjectNotFound, PermanentError
+from core.errors import ConfigError, ObjectNotFound, PermanentError, RetryableError
 from core.storage import LocalStorage, open_storage
+from handlers.batch_errors import batch_error
 from handlers.batch_job import (
     ARRAY_MARKER_KEY,
     EXIT_CONFIG,
@@ -141,15 +150,48 @@ def test_prediction_array_is_submitted_once(tmp_path: Path) -> None:
     assert marker["job_id"] == "array-1" and marker["size"] == 3 and marker["parent_job_id"] == "parent-1"
 
 
-def test_failed_array_submission_releases_the_marker(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "status", "expected"), [
+    ("ClientException", 400, PermanentError),  # exit 1: a bad queue or definition stays bad
+    ("TooManyRequestsException", 429, RetryableError),  # exit 3: throttled even after botocore's retries
+], ids=["client-exception", "throttled"])
+def test_failed_array_submission_releases_the_marker(tmp_path: Path, code: str, status: int,
+                                                     expected: type[Exception]) -> None:
     output = LocalStorage(tmp_path / "out")
     batch = moto_client("batch", "http://127.0.0.1:9")
     request = array_request("s3://b/jobs/spam/config.yaml", 3, "q", "d")
     with Stubber(batch) as stub:
-        stub.add_client_error("submit_job", service_error_code="ClientException", http_status_code=400)
-        with pytest.raises(PermanentError, match="prediction array job"):
+        stub.add_client_error("submit_job", service_error_code=code, http_status_code=status)
+        with pytest.raises(expected, match="prediction array job"):
             submit_prediction_array(output, batch, request, "parent-1")
-    assert not output.exists(ARRAY_MARKER_KEY)
+    assert not output.exists(ARRAY_MARKER_KEY), "the next attempt submits it"
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "SubmitJob")
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (_client_error("TooManyRequestsException", 429), RetryableError),
+    (_client_error("ThrottlingException", 400), RetryableError),
+    (_client_error("ServerException", 500), RetryableError),
+    (_client_error("SomethingNew", 503), RetryableError),
+    (_client_error("SomethingNew", 429), RetryableError),
+    (_client_error("ClientException", 400), PermanentError),
+    (_client_error("AccessDeniedException", 403), PermanentError),
+    (_client_error("SomethingNew", 400), PermanentError),
+    (EndpointConnectionError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ConnectTimeoutError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ReadTimeoutError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ParamValidationError(report="Invalid type for parameter arrayProperties.size"), PermanentError),
+    (NoRegionError(), PermanentError),
+], ids=["too-many-requests", "throttling", "server-exception", "unknown-5xx", "unknown-429", "client-exception",
+        "access-denied", "unknown-4xx", "connection-refused", "connect-timeout", "read-timeout", "param-validation",
+        "no-region"])
+def test_batch_errors_translate_by_one_table(exc: Exception, expected: type[Exception]) -> None:
+    got = batch_error(exc, "submitting the report job")  # type: ignore[arg-type]
+    assert type(got) is expected
+    assert str(got).startswith("submitting the report job failed: ")
 
 
 def test_report_request_depends_on_the_array_job() -> None:
