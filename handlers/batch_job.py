@@ -13,7 +13,8 @@ strategy acts on:
 
     0  done (or, for ``run`` with ``predict_shards > 1``, the loop done and the prediction array job and
        its ``report`` job submitted; for ``report``, also when shards are missing: the report names them)
-    1  a failure that retrying cannot fix (see the log); Batch does not retry
+    1  a failure that retrying cannot fix (see the log), or an exception from outside our tree (a bug,
+       logged with its traceback); Batch does not retry
     2  bad config or usage; Batch does not retry
     3  interrupted (SIGTERM: Spot reclaim, scale-in) or a transient failure (LLM provider or S3 still
        unavailable after the adapters' own retries). State is saved; Batch retries on 3 and the retry
@@ -337,6 +338,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_RETRY
     except BootstrapperError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
+        return EXIT_FAILED
+    except Exception as exc:  # outside our tree: named in one line, its traceback logged, never bare
+        log.error("%s", wiring.unexpected_error_line(exc), exc_info=exc)
         return EXIT_FAILED
 
 

@@ -55,7 +55,15 @@ from handlers.batch_job import (
 from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_client
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 from tests.fixtures.s3_server import free_port
-from tests.pipeline_helpers import REPO, cli_env, job_config, sample_rows, wait_for
+from tests.pipeline_helpers import (
+    REPO,
+    cli_env,
+    job_config,
+    run_with_failing_step,
+    sample_rows,
+    wait_for,
+    write_yaml,
+)
 from tests.prediction_helpers import finished_run
 
 SMS = ["ham", "spam"]
@@ -288,6 +296,28 @@ def test_predict_shard_exits_3_when_storage_is_unavailable(tmp_path: Path) -> No
     assert _finish(["predict-shard", str(cfg), "--shards", "2", "--index", "0"], env, log, timeout=120) == EXIT_RETRY
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(x["message"].startswith("StorageUnavailable: read s3://absent/out/state.json") for x in lines), lines
+
+
+@pytest.mark.slow
+def test_an_exception_outside_our_tree_exits_1_in_one_log_line_with_the_state_saved(tmp_path: Path) -> None:
+    """A bug in a step: exit 1 (Batch does not retry it), one JSON log line with the traceback, state on disk."""
+    rows = sample_rows(shared_data_dir() / "sms_spam.jsonl", 60)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path="bundled:all-MiniLM-L6-v2"))
+    done = run_with_failing_step("batch_job", "split", ["run", str(cfg)], cli_env("http://127.0.0.1:9"))
+    assert done.returncode == EXIT_FAILED, done.stderr[-3000:]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), "JSON log lines only: no bare traceback"
+    (error,) = [r for r in map(json.loads, lines) if r["level"] == "ERROR"]
+    assert error["message"].startswith("unexpected ValueError: simulated failure outside the exception tree "
+                                       "second line (")
+    assert error["exc"].startswith("Traceback") and "in fail" in error["exc"]
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert (state["step"], state["status"]) == ("split", "running"), "saved at the failing step"
+    assert "ingest" in state["step_seconds"] and (tmp_path / "out" / "chunks.jsonl").is_file()
+    assert not (tmp_path / "out" / "lease.json").exists(), "the lease is released"
 
 
 # --- the report job: counting the shards' predictions ---------------------------------------------
