@@ -16,9 +16,10 @@ strategy acts on:
     1  a failure that retrying cannot fix (see the log), or an exception from outside our tree (a bug,
        logged with its traceback); Batch does not retry
     2  bad config or usage; Batch does not retry
-    3  interrupted (SIGTERM: Spot reclaim, scale-in) or a transient failure (LLM provider or S3 still
-       unavailable after the adapters' own retries). State is saved; Batch retries on 3 and the retry
-       resumes where this attempt stopped, paying for no LLM call twice.
+    3  interrupted (SIGTERM: Spot reclaim, scale-in; or, for ``run``, $BOOTSTRAPPER_ATTEMPT_DEADLINE_S seconds
+       passed, which the job definition sets a margin short of its timeout) or a transient failure (LLM
+       provider, S3 or Batch still unavailable after the adapters' own retries). State is saved; Batch retries
+       on 3 and the retry resumes where this attempt stopped, paying for no LLM call twice.
 
 With ``training.predict_shards`` N > 1 (and ``classification.predict_on_whole_set_at_the_end``), ``run``
 ends the pipeline without predicting in-process, then submits an array job of size N whose child I runs
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -57,6 +59,7 @@ from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV,
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
 CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
+DEADLINE_ENV = "BOOTSTRAPPER_ATTEMPT_DEADLINE_S"  # serverless.yml: the job definition's timeout minus a margin
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
 ARRAY_MARKER_KEY = "batch/predict-array.json"
@@ -81,6 +84,43 @@ def config_uri_from(arg: str | None, environ: Mapping[str, str]) -> str:
         return environ[CONFIG_URI_ENV]
     raise ConfigError("config_uri", f"no config given: pass it as an argument, as the Batch parameter "
                                     f"{CONFIG_URI_PARAMETER}, or in ${CONFIG_URI_ENV}")
+
+
+def attempt_deadline(environ: Mapping[str, str], started: float) -> float | None:
+    """The ``time.monotonic()`` by which this attempt stops itself: ``started`` + $BOOTSTRAPPER_ATTEMPT_DEADLINE_S.
+
+    Batch never retries a job it killed for its timeout, so the job must stop (state saved, exit 3) before.
+    None when the variable is unset (no deadline, as outside Batch).
+    """
+    raw = environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(DEADLINE_ENV, f"expected a positive number of seconds, got {raw!r}")
+    return started + seconds
+
+
+def stop_condition(flag: Sequence[bool], deadline: float | None,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[], bool]:
+    """The pipeline's ``should_stop``: a stop signal set ``flag[0]``, or the attempt's deadline has passed."""
+    warned = [False]
+
+    def should_stop() -> bool:
+        if flag[0]:
+            return True
+        if deadline is None or clock() < deadline:
+            return False
+        if not warned[0]:
+            warned[0] = True
+            log.warning("the attempt's deadline ($%s) has passed: stopping at the next safe point, before Batch's "
+                        "timeout would end the job for good", DEADLINE_ENV)
+        return True
+
+    return should_stop
 
 
 def array_size(settings: Settings) -> int:
@@ -241,11 +281,13 @@ def run_job(config_uri: str, environ: Mapping[str, str],
     """``run``: the pipeline to the end (or to a stop request), then, if sharded, the array and report jobs."""
     from core.pipeline import note_predictions_pending, run
 
+    deadline = attempt_deadline(environ, time.monotonic())  # Batch began timing a little earlier: the margin covers it
     settings, inp, out, s3 = _load(config_uri, environ)
     shards = array_size(settings)
     target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
     stop = cli.install_stop_handler()
-    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3, should_stop=lambda: stop[0],
+    ctx = wiring.build_context(loop_settings(settings, shards), inp, out, s3_client=s3,
+                               should_stop=stop_condition(stop, deadline),
                                new_s3_client=lambda: wiring.make_s3_client_from_env(environ))
     job_id = environ.get("AWS_BATCH_JOB_ID", "")
     outcome = run(ctx, job_id=job_id)

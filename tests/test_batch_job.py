@@ -35,6 +35,7 @@ from core.storage import LocalStorage, open_storage
 from handlers.batch_errors import batch_error
 from handlers.batch_job import (
     ARRAY_MARKER_KEY,
+    DEADLINE_ENV,
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
@@ -43,11 +44,13 @@ from handlers.batch_job import (
     array_request,
     array_size,
     array_target,
+    attempt_deadline,
     config_uri_from,
     loop_settings,
     main,
     predict_job_name,
     report_request,
+    stop_condition,
     submit_prediction_array,
     submit_prediction_jobs,
     submit_report_job,
@@ -90,6 +93,34 @@ def test_config_uri_from(arg: str | None, environ: dict[str, str], expected: str
 def test_missing_config_uri_is_a_config_error(arg: str | None) -> None:
     with pytest.raises(ConfigError, match="config_uri"):
         config_uri_from(arg, {})
+
+
+def test_attempt_deadline_counts_from_the_start_of_the_attempt() -> None:
+    assert attempt_deadline({}, 100.0) is None
+    assert attempt_deadline({DEADLINE_ENV: ""}, 100.0) is None
+    assert attempt_deadline({DEADLINE_ENV: "43080"}, 100.0) == 43180.0
+    assert attempt_deadline({DEADLINE_ENV: " 2.5 "}, 100.0) == 102.5
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-120", "inf", "nan"])
+def test_a_bad_attempt_deadline_is_a_config_error(raw: str) -> None:
+    with pytest.raises(ConfigError, match=DEADLINE_ENV):
+        attempt_deadline({DEADLINE_ENV: raw}, 0.0)
+
+
+def test_stop_condition_is_a_signal_or_the_deadline() -> None:
+    now = [0.0]
+    flag = [False]
+    should_stop = stop_condition(flag, deadline=10.0, clock=lambda: now[0])
+    assert not should_stop()
+    now[0] = 9.99
+    assert not should_stop()
+    now[0] = 10.0
+    assert should_stop() and should_stop(), "and it stays stopped"
+    without = stop_condition(flag, deadline=None, clock=lambda: 1e12)
+    assert not without()
+    flag[0] = True
+    assert without(), "a signal stops it too"
 
 
 @pytest.mark.parametrize(("yaml_extra", "size"), [
@@ -274,6 +305,14 @@ def test_exit_2_without_a_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("root_logging")
+def test_exit_2_on_a_bad_attempt_deadline_before_anything_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE)
+    assert main(["run", str(cfg)], {DEADLINE_ENV: "12h"}) == EXIT_CONFIG
+    assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(BASE + "training: {predict_shards: 2}\n")
@@ -445,6 +484,32 @@ def test_sigterm_exits_3_and_the_retry_resumes_to_the_end(
     assert json.loads(out.read_text("metrics.json"))["predictions"] == counted
     assert "100 of the 100 chunks the loop left unlabeled were predicted." in out.read_text("report.md")
     assert sms_oracle.stats(prompts=False)["repeated_ok_prompts"] <= 4, "at most the calls in flight at SIGTERM"
+
+
+@pytest.mark.slow
+def test_attempt_deadline_stops_the_run_with_exit_3_and_the_retry_finishes(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle) -> None:
+    """Batch would kill the attempt at its timeout and never retry it: the job stops itself first, state saved."""
+    rows = sample_rows(shared_data_dir() / "sms_spam.jsonl", 200)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path=str(tiny_bert_dir), training__max_iters=1))
+    env = cli_env(sms_oracle.base_url, {"AWS_BATCH_JOB_ID": "job-3"})
+    log = tmp_path / "attempts.log"
+
+    # 2 s pass here while the config loads and the adapters are built (the stop then comes before the first
+    # step); a later deadline meets the same check between steps or in labeling, only at a time less certain.
+    assert _finish(["run", str(cfg)], {**env, DEADLINE_ENV: "2"}, log) == EXIT_RETRY, log.read_text()[-3000:]
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(x["level"] == "WARNING" and DEADLINE_ENV in x["message"] for x in lines), "the log says why"
+    stopped = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert stopped["status"] == "running" and stopped["step"] != "done"
+    assert not (tmp_path / "out" / "lease.json").exists()
+
+    # Batch's retry of exit 3, with a deadline that leaves room this time.
+    assert _finish(["run", str(cfg)], {**env, DEADLINE_ENV: "600"}, log) == EXIT_OK, log.read_text()[-3000:]
+    assert json.loads((tmp_path / "out" / "state.json").read_text())["step"] == "done"
 
 
 @pytest.fixture

@@ -165,6 +165,19 @@ def test_generated_template_retries_what_another_attempt_can_fix(template: dict[
     assert batch_retry_action(strategy["EvaluateOnExit"], **failure) == action
 
 
+def test_the_job_stops_itself_a_margin_before_its_timeout(serverless: dict[str, Any],
+                                                           template: dict[str, Any]) -> None:
+    """Batch never retries a job its timeout killed: the job gets its deadline, the timeout less the margin."""
+    from handlers.batch_job import DEADLINE_ENV
+
+    definition = _job_definition(template["Resources"])
+    timeout = definition["Timeout"]["AttemptDurationSeconds"]
+    margin = serverless["params"]["default"]["stopMarginSeconds"]
+    env = {e["Name"]: e["Value"] for e in definition["ContainerProperties"]["Environment"]}
+    assert env[DEADLINE_ENV] == str(timeout - margin)
+    assert margin >= 60, "time for the last safe point, saving the state, and the exit"
+
+
 # --- commands, environment and the trigger -------------------------------------------------------
 
 
