@@ -262,7 +262,7 @@ def make_batch_client(environ: Mapping[str, str]) -> Any:
     from botocore.config import Config
 
     # Standard mode retries throttling (SubmitJob's TooManyRequestsException) with backoff before we see it.
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30)
+    config = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=10, read_timeout=30)
     return boto3.session.Session().client("batch", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
                                           region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
                                           config=config)

@@ -214,3 +214,25 @@ def test_trigger_function_matches_the_handler(serverless: dict[str, Any]) -> Non
     s3_resources = [resource for names, resource in actions if any(a.startswith("s3:") for a in names)]
     assert s3_resources, "the trigger writes its markers"
     assert all(r.endswith(f"/{s3_trigger.MARKER_PREFIX}*") for r in s3_resources), "and nothing else in the bucket"
+
+
+def test_a_trigger_event_is_retried_then_kept_never_dropped(template: dict[str, Any]) -> None:
+    from handlers import s3_trigger
+
+    resources = template["Resources"]
+    (config,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert config["FunctionName"] == {"Ref": "TriggerLambdaFunction"} and config["MaximumRetryAttempts"] == 2
+    queue = config["DestinationConfig"]["OnFailure"]["Destination"]
+    assert queue == {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}
+    assert resources["TriggerFailureQueue"]["Type"] == "AWS::SQS::Queue"
+    statements = resources["IamRoleLambdaExecution"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue} in statements
+
+    timeout = resources["TriggerLambdaFunction"]["Properties"]["Timeout"]
+    # A claim is taken over only once its invocation is surely dead, and by Lambda's second retry at the latest
+    # (it comes 1 + 2 minutes after the first failure).
+    assert 2 * timeout <= s3_trigger.RECLAIM_AFTER_S <= 60 + 120
+    # One client call, retries and standard mode's backoff (at most 2**i s before retry i) included, fits too.
+    attempts = s3_trigger.MAX_ATTEMPTS
+    worst = attempts * (s3_trigger.CONNECT_TIMEOUT_S + s3_trigger.READ_TIMEOUT_S) + sum(2**i for i in range(attempts - 1))
+    assert worst < timeout / 2, worst
