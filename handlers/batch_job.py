@@ -13,11 +13,13 @@ strategy acts on:
 
     0  done (or, for ``run`` with ``predict_shards > 1``, the loop done and the prediction array job and
        its ``report`` job submitted; for ``report``, also when shards are missing: the report names them)
-    1  a failure that retrying cannot fix (see the log); Batch does not retry
+    1  a failure that retrying cannot fix (see the log), or an exception from outside our tree (a bug,
+       logged with its traceback); Batch does not retry
     2  bad config or usage; Batch does not retry
-    3  interrupted (SIGTERM: Spot reclaim, scale-in) or a transient failure (LLM provider or S3 still
-       unavailable after the adapters' own retries). State is saved; Batch retries on 3 and the retry
-       resumes where this attempt stopped, paying for no LLM call twice.
+    3  interrupted (SIGTERM: Spot reclaim, scale-in; or, for ``run``, $BOOTSTRAPPER_ATTEMPT_DEADLINE_S seconds
+       passed, which the job definition sets a margin short of its timeout) or a transient failure (LLM
+       provider, S3 or Batch still unavailable after the adapters' own retries). State is saved; Batch retries
+       on 3 and the retry resumes where this attempt stopped, paying for no LLM call twice.
 
 With ``training.predict_shards`` N > 1 (and ``classification.predict_on_whole_set_at_the_end``), ``run``
 ends the pipeline without predicting in-process, then submits an array job of size N whose child I runs
@@ -29,7 +31,7 @@ and the ``report`` command. Create-if-absent markers (``batch/predict-array.json
 in the output location) keep a retried or repeated ``run`` from submitting either job twice; a retry that
 finds the array job submitted but not the ``report`` job submits the latter.
 
-Does not: redo what the CLI does (a child runs ``bootstrapper predict`` through ``handlers.cli.main``), build
+Does not: redo what the CLI does (a child runs the CLI's ``bootstrapper predict`` command), build
 adapters (``handlers.wiring`` does), or know anything of the pipeline beyond ``core.pipeline.run``'s outcome.
 """
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -49,13 +52,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
-from core.errors import BootstrapperError, ConfigError, ObjectNotFound, PermanentError, RetryableError
+from core.errors import BootstrapperError, ConfigError, ObjectNotFound, RetryableError
 from core.run import layout
 from handlers import cli, wiring
+from handlers.batch_errors import batch_error
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
 CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
+DEADLINE_ENV = "BOOTSTRAPPER_ATTEMPT_DEADLINE_S"  # serverless.yml: the job definition's timeout minus a margin
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
 ARRAY_MARKER_KEY = layout.ARRAY_MARKER
@@ -80,6 +85,43 @@ def config_uri_from(arg: str | None, environ: Mapping[str, str]) -> str:
         return environ[CONFIG_URI_ENV]
     raise ConfigError("config_uri", f"no config given: pass it as an argument, as the Batch parameter "
                                     f"{CONFIG_URI_PARAMETER}, or in ${CONFIG_URI_ENV}")
+
+
+def attempt_deadline(environ: Mapping[str, str], started: float) -> float | None:
+    """The ``time.monotonic()`` by which this attempt stops itself: ``started`` + $BOOTSTRAPPER_ATTEMPT_DEADLINE_S.
+
+    Batch never retries a job it killed for its timeout, so the job must stop (state saved, exit 3) before.
+    None when the variable is unset (no deadline, as outside Batch).
+    """
+    raw = environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(DEADLINE_ENV, f"expected a positive number of seconds, got {raw!r}")
+    return started + seconds
+
+
+def stop_condition(flag: Sequence[bool], deadline: float | None,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[], bool]:
+    """The pipeline's ``should_stop``: a stop signal set ``flag[0]``, or the attempt's deadline has passed."""
+    warned = [False]
+
+    def should_stop() -> bool:
+        if flag[0]:
+            return True
+        if deadline is None or clock() < deadline:
+            return False
+        if not warned[0]:
+            warned[0] = True
+            log.warning("the attempt's deadline ($%s) has passed: stopping at the next safe point, before Batch's "
+                        "timeout would end the job for good", DEADLINE_ENV)
+        return True
+
+    return should_stop
 
 
 def array_size(settings: Settings) -> int:
@@ -159,7 +201,7 @@ def _submit_once(output: Any, batch: Any, marker: str, request: Mapping[str, Any
         response = batch.submit_job(**request)
     except (BotoCoreError, ClientError) as exc:
         output.delete(marker)  # so that the next run of this job submits it
-        raise PermanentError(f"submitting the {what} failed: {exc}") from exc
+        raise batch_error(exc, f"submitting the {what}") from exc
     output.write_text(marker, json.dumps({**claim, "job_id": response["jobId"], "job_name": request["jobName"]}))
     return str(response["jobId"])
 
@@ -218,9 +260,13 @@ def submit_prediction_jobs(output: Any, batch: Any, config_uri: str, shards: int
 
 def make_batch_client(environ: Mapping[str, str]) -> Any:
     import boto3
+    from botocore.config import Config
 
+    # Standard mode retries throttling (SubmitJob's TooManyRequestsException) with backoff before we see it.
+    config = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=10, read_timeout=30)
     return boto3.session.Session().client("batch", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
-                                          region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"))
+                                          region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
+                                          config=config)
 
 
 # What the report tells a user to run to count an N-shard prediction again (``{shards}`` is filled in).
@@ -232,13 +278,21 @@ def run_job(config_uri: str, environ: Mapping[str, str],
     """``run``: the pipeline to the end (or to a stop request), then, if sharded, the array and report jobs."""
     from core.pipeline import note_predictions_pending, run
 
+    deadline = attempt_deadline(environ, time.monotonic())  # Batch began timing a little earlier: the margin covers it
     job = wiring.load_job(config_uri, environ)
     out = job.output_uri
     shards = array_size(job.settings)
     target = array_target(environ) if shards else None  # a missing setting fails now, before anything is spent
     stop = cli.install_stop_handler()
-    ctx = wiring.build_context(job, settings=loop_settings(job.settings, shards), should_stop=lambda: stop[0],
+    ctx = wiring.build_context(job, settings=loop_settings(job.settings, shards),
+                               should_stop=stop_condition(stop, deadline),
                                new_s3_client=lambda: wiring.make_s3_client_from_env(environ), recount=RECOUNT)
+    batch = None
+    if target is not None:  # made before the run: a missing region must fail before anything is spent
+        try:
+            batch = batch_factory(environ)
+        except BotoCoreError as exc:  # no region, typically
+            raise ConfigError("AWS_DEFAULT_REGION", f"cannot create an AWS Batch client: {exc}") from exc
     job_id = environ.get("AWS_BATCH_JOB_ID", "")
     outcome = run(ctx, job_id=job_id)
     state = outcome.state
@@ -247,11 +301,7 @@ def run_job(config_uri: str, environ: Mapping[str, str],
                     state.step.value, EXIT_RETRY)
         return EXIT_RETRY
     # An earlier attempt with predict_shards=1 may already have predicted in-process.
-    if target is not None and "predict" not in state.step_seconds:
-        try:
-            batch = batch_factory(environ)
-        except BotoCoreError as exc:  # no region, typically
-            raise ConfigError("AWS_DEFAULT_REGION", f"cannot create an AWS Batch client: {exc}") from exc
+    if batch is not None and "predict" not in state.step_seconds:
         submitted = submit_prediction_jobs(ctx.output, batch, config_uri, shards, target, job_id)
         if submitted:
             jobs = {"array": recorded_job_id(ctx.output, ARRAY_MARKER_KEY) or "?",
@@ -291,7 +341,9 @@ def predict_shard(config_uri: str, shards: int, index: int | None, environ: Mapp
     # Prediction has no safe point to stop at: a part file appears only when complete, so leaving at once
     # loses nothing, and exit 3 has Batch retry this child (the retry writes the whole part again).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
-    return cli.main(["--json-logs", "predict", config_uri, "--shard", f"{index}/{shards}"])
+    # The CLI's command, not its main: main would turn a RetryableError into exit 1, which Batch does not retry.
+    args = cli.build_parser().parse_args(["predict", config_uri, "--shard", f"{index}/{shards}"])
+    return int(args.fn(args, environ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +381,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_RETRY
     except BootstrapperError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
+        return EXIT_FAILED
+    except Exception as exc:  # outside our tree: named in one line, its traceback logged, never bare
+        log.error("%s", wiring.unexpected_error_line(exc), exc_info=exc)
         return EXIT_FAILED
 
 

@@ -203,6 +203,11 @@ def run_command(argv: Sequence[str] | None, environ: Mapping[str, str],
         log.error("%s: %s", type(exc).__name__, exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # outside our tree: named in one line, its traceback logged, never bare
+        line = wiring.unexpected_error_line(exc)
+        log.error("%s", line, exc_info=exc)
+        print(f"error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,16 +4,26 @@ The convention: a user uploads documents under ``jobs/<name>/input/`` first, the
 (whose relative ``path.input``/``path.output``, ``input`` and ``output`` by default, resolve against that
 folder). The config upload is the trigger; document uploads start nothing.
 
-    S3 event ─► parse_event() ─► job_folder(key)? ─► claim marker (create-if-absent) ─► batch.submit_job
+    S3 event ─► parse_event() ─► job_folder(key)? ─► claim marker ─► batch.submit_job ─► job id in marker
 
 Does: wrap the raw event in small typed records (keys URL-decoded here, once), ignore S3's ``s3:TestEvent``
 and every object that is not ``jobs/<name>/config.yaml``, claim each config object *version* with a
-conditional put (``IfNoneMatch="*"``) of ``triggers/<sha256>.json`` so a duplicate delivery submits nothing,
-submit one Batch job whose parameter ``config_uri`` names the config, return a summary and log JSON lines.
+conditional put (``IfNoneMatch="*"``) of ``triggers/<sha256>.json``, submit one Batch job whose parameter
+``config_uri`` names the config, write the job id into the marker, return a summary and log JSON lines.
+
+A later delivery of the same upload (S3 and Lambda both deliver at least once) reads the marker: one that
+names a job is a duplicate and submits nothing. One without a job id is a claim whose invocation is still
+submitting, or died doing so (Lambda kills an invocation at its timeout, whatever it was doing): younger than
+``RECLAIM_AFTER_S`` the delivery fails, so that Lambda retries it later; older, it is abandoned, and the
+delivery takes it over with a put conditional on the marker's ETag (``IfMatch``), so that of two retries
+racing for it exactly one wins and submits. An upload is never lost to a killed invocation; at worst (a
+SubmitJob that reached Batch just before the kill) a second job starts, which the run's lease and resume
+make harmless. When every retry fails, the event goes to the function's on-failure queue (serverless.yml).
 
 Does not: read or validate the config (the Batch job does and exits 2 on a bad one), retry Batch calls
-itself (Lambda's asynchronous retries do; a failed submit releases its marker first), or import anything
-heavier than boto3 and ``core.errors`` (the deployment zip holds just those files; a cold start stays fast).
+itself beyond botocore's standard mode (Lambda's asynchronous retries do; a failed submit releases its
+marker first), or import anything heavier than boto3 and ``core.errors`` (the deployment zip holds just
+those files; a cold start stays fast).
 """
 
 from __future__ import annotations
@@ -27,11 +37,11 @@ import sys
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ConfigError
+from core.errors import ConfigError, RetryableError
 
 JOBS_PREFIX = "jobs/"
 CONFIG_NAME = "config.yaml"
@@ -42,6 +52,13 @@ MAX_JOB_NAME = 128
 QUEUE_ENV = "BOOTSTRAPPER_JOB_QUEUE"
 DEFINITION_ENV = "BOOTSTRAPPER_JOB_DEFINITION"
 _LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# Twice the function's 60 s timeout (serverless.yml): an invocation that wrote a claim is dead by then. Lambda
+# retries a failed event after 1 and then 2 more minutes, so the second retry always finds such a claim abandoned.
+RECLAIM_AFTER_S = 120.0
+# Per call at most 3 x (2 + 5) s plus ~3 s of backoff, well inside the function's timeout; botocore's defaults
+# (60 s to connect, 60 s to read, and retries on top) outlast it, and Lambda would kill the invocation mid-call.
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 2, 5, 3  # attempts in all, the first included
+SUBMITTED, CLAIMED, ABANDONED = "submitted", "claimed", "abandoned"
 
 log = logging.getLogger("bootstrapper.trigger")
 
@@ -143,6 +160,21 @@ class TriggerSettings:
         return cls(job_queue=environ[QUEUE_ENV], job_definition=environ[DEFINITION_ENV])
 
 
+def marker_verdict(marker: Mapping[str, Any], now: float) -> str:
+    """What an earlier delivery's marker says: ``submitted`` (it names a job), else ``claimed`` by an
+    invocation that may still be submitting, or ``abandoned`` when older than ``RECLAIM_AFTER_S``.
+
+    >>> marker_verdict({"claimed_at": 1000.0, "job_id": "j-1"}, 9999.0), marker_verdict({"claimed_at": 1000.0}, 1060.0)
+    ('submitted', 'claimed')
+    """
+    if marker.get("job_id"):
+        return SUBMITTED
+    claimed_at = marker.get("claimed_at")
+    if isinstance(claimed_at, (int, float)) and now - claimed_at < RECLAIM_AFTER_S:
+        return CLAIMED
+    return ABANDONED  # also a marker we cannot read: nothing in it proves a live claim
+
+
 def submit_request(record: S3Record, settings: TriggerSettings) -> dict[str, Any]:
     """The SubmitJob request for one config upload."""
     folder = job_folder(record.key)
@@ -155,24 +187,86 @@ def submit_request(record: S3Record, settings: TriggerSettings) -> dict[str, Any
 # --- effects -------------------------------------------------------------------------------------
 
 
-def _claim(s3: Any, record: S3Record, request: Mapping[str, Any]) -> str | None:
-    """Create the record's marker; its key, or None when an earlier delivery already created it."""
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    etag: str  # of the marker as this invocation wrote it: later writes are conditional on it
+    body: Mapping[str, Any]
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _put_marker(s3: Any, record: S3Record, key: str, body: Mapping[str, Any], **condition: str) -> str | None:
+    """Write the marker under ``condition`` (IfNoneMatch or IfMatch); its new ETag, None if another delivery won."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = s3.put_object(Bucket=record.bucket, Key=key, Body=json.dumps(body).encode(),
+                                 ContentType="application/json", **condition)
+    except ClientError as exc:
+        if _error_code(exc) in _LOST_RACE_CODES:
+            return None
+        raise
+    return str(response["ETag"])
+
+
+def _claim(s3: Any, record: S3Record, request: Mapping[str, Any], now: float) -> Claim | None:
+    """Claim the record's marker, taking over an abandoned one; None when an earlier delivery submitted the job.
+
+    Raises ``RetryableError`` while another invocation's claim is young, so that Lambda retries this event.
+    """
     from botocore.exceptions import ClientError
 
     key = marker_key(record)
-    body = json.dumps({"config_uri": record.uri, "identity": record.identity, "job_name": request["jobName"],
-                       "claimed_at": round(time.time(), 3)})
+    body = {"config_uri": record.uri, "identity": record.identity, "job_name": request["jobName"],
+            "claimed_at": round(now, 3)}
+    etag = _put_marker(s3, record, key, body, IfNoneMatch="*")
+    if etag is not None:
+        return Claim(key, etag, body)
     try:
-        s3.put_object(Bucket=record.bucket, Key=key, Body=body.encode(), ContentType="application/json",
-                      IfNoneMatch="*")
+        held = s3.get_object(Bucket=record.bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _LOST_RACE_CODES:
-            return None
+        if _error_code(exc) in ("NoSuchKey", "404"):  # released by a failed submit since our put
+            raise RetryableError(f"{record.uri}: the claim {key} went away while being read; retry") from exc
         raise
-    return key
+    try:
+        marker = json.loads(held["Body"].read())
+    except ValueError:
+        marker = {}
+    verdict = marker_verdict(marker if isinstance(marker, dict) else {}, now)
+    if verdict == SUBMITTED:
+        return None
+    if verdict == CLAIMED:
+        raise RetryableError(f"{record.uri}: another invocation claimed it at {marker.get('claimed_at')} and has "
+                             f"not recorded a job yet; a retry after {RECLAIM_AFTER_S:.0f} s takes it over")
+    etag = _put_marker(s3, record, key, body, IfMatch=str(held["ETag"]))
+    if etag is None:
+        raise RetryableError(f"{record.uri}: another delivery took over the abandoned claim {key} first")
+    _log("reclaimed", config_uri=record.uri, marker=key, abandoned=marker)
+    return Claim(key, etag, body)
 
 
-def process(event: Mapping[str, Any], settings: TriggerSettings, s3: Any, batch: Any) -> dict[str, Any]:
+def _record_job(s3: Any, record: S3Record, claim: Claim, job_id: str, now: float) -> None:
+    """Write the job id into the marker, so that later deliveries see a duplicate; never fails the invocation.
+
+    The job is submitted already: failing now would only have Lambda retry into a second job.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    body = {**claim.body, "job_id": job_id, "submitted_at": round(now, 3)}
+    try:
+        written = _put_marker(s3, record, claim.key, body, IfMatch=claim.etag)
+    except (BotoCoreError, ClientError) as exc:
+        log.error("job %s submitted, but its marker %s was not updated: %s", job_id, claim.key, exc)
+        return
+    if written is None:  # taken over meanwhile: the taker records its own job
+        log.warning("job %s submitted, but another delivery took over the claim %s meanwhile", job_id, claim.key)
+
+
+def process(event: Mapping[str, Any], settings: TriggerSettings, s3: Any, batch: Any,
+            now: Callable[[], float] = time.time) -> dict[str, Any]:
     """Submit one job per new config upload in ``event``; returns what was submitted, skipped and ignored."""
     summary: dict[str, list[Any]] = {"submitted": [], "duplicates": [], "ignored": []}
     for record in parse_event(event):
@@ -183,8 +277,8 @@ def process(event: Mapping[str, Any], settings: TriggerSettings, s3: Any, batch:
             summary["ignored"].append({"key": record.key, "reason": f"not {JOBS_PREFIX}<name>/{CONFIG_NAME}"})
             continue
         request = submit_request(record, settings)
-        marker = _claim(s3, record, request)
-        if marker is None:
+        claim = _claim(s3, record, request, now())
+        if claim is None:
             _log("duplicate", config_uri=record.uri, identity=record.identity)
             summary["duplicates"].append(record.uri)
             continue
@@ -192,8 +286,9 @@ def process(event: Mapping[str, Any], settings: TriggerSettings, s3: Any, batch:
             response = batch.submit_job(**request)
         except Exception:
             # Release the claim so Lambda's retry of this event can submit; the error still fails this call.
-            s3.delete_object(Bucket=record.bucket, Key=marker)
+            s3.delete_object(Bucket=record.bucket, Key=claim.key)
             raise
+        _record_job(s3, record, claim, response["jobId"], now())
         _log("submitted", config_uri=record.uri, job_name=request["jobName"], job_id=response["jobId"],
              job_queue=settings.job_queue)
         summary["submitted"].append({"config_uri": record.uri, "job_name": request["jobName"],
@@ -234,8 +329,11 @@ def _client(service: str) -> Any:
     """One boto3 client per service and warm container (creating one costs tens of milliseconds)."""
     if service not in _clients:
         import boto3
+        from botocore.config import Config
 
-        _clients[service] = boto3.client(service)
+        config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS})
+        _clients[service] = boto3.client(service, config=config)
     return _clients[service]
 
 

@@ -59,6 +59,16 @@ def configure_logging(*, json_lines: bool | None = None, level: int = logging.IN
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+def unexpected_error_line(exc: Exception) -> str:
+    """One line naming an exception from outside our tree (a bug, or a library error no adapter translated).
+
+    The pipeline saves its state after every step, so a re-run resumes at the step that failed.
+    """
+    message = " ".join(str(exc).split())
+    return (f"unexpected {type(exc).__name__}: {message} (not an error this program knows: the traceback is "
+            "logged; state is saved up to the last finished step)")
+
+
 def tune_allocator() -> None:
     """Make glibc return freed memory to the system (a process-wide setting, so it belongs at the edge).
 

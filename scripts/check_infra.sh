@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Infrastructure checks, offline and with no AWS account: `serverless package` (Serverless Framework v3 pinned
-# in infra/package.json) for both compute types, cfn-lint on each generated CloudFormation template, hadolint on
-# the Dockerfile, and the trigger Lambda's zip holding only its few small files.
+# in infra/package.json) for both compute types, cfn-lint and tests/test_stack.py on each generated
+# CloudFormation template, hadolint on the Dockerfile, and the trigger Lambda's zip holding only its few small files.
 # Idempotent: npm ci runs only when infra/package-lock.json changed; the lint tools install only when missing.
 # Needs: Node.js >= 18 with npm (the npm registry on first run), and .venv (scripts/setup.sh makes it).
 set -euo pipefail
@@ -63,6 +63,10 @@ for compute in SPOT FARGATE_SPOT; do
   [ -s "$template" ] || fail "serverless package wrote no $template"
   step "cfn-lint $template"
   .venv/bin/cfn-lint "$template" || fail "cfn-lint found problems in $template (computeType=$compute)"
+  # What the template does, not only how it is spelled: retry rules evaluated as Batch does, and the rest.
+  step "tests/test_stack.py on $template"
+  BOOTSTRAPPER_CFN_TEMPLATE="$template" "$PY" -m pytest -q -p no:cacheprovider tests/test_stack.py \
+    || fail "tests/test_stack.py failed on $template (computeType=$compute)"
 done
 
 # --- the trigger Lambda's deployment package -----------------------------------------------------

@@ -1,4 +1,5 @@
-"""Helpers for the AWS Batch tests: recorded S3 events, and a job queue plus job definition in moto's server.
+"""Helpers for the AWS Batch tests: recorded S3 events, a job queue plus job definition in moto's server, and
+an endpoint that never answers (a Batch API that hangs).
 
 moto's Batch runs submitted jobs in Docker unless told otherwise; there is no Docker engine here, so
 ``batch_target`` switches the server to moto's "simple batch" backend (``POST /moto-api/config``), which
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import threading
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 
@@ -85,3 +88,39 @@ def jobs_in(batch: Any, queue: str) -> list[dict[str, Any]]:
     ids = [j["jobId"] for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
            for j in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]]
     return batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+
+
+class SilentEndpoint:
+    """An HTTP endpoint that reads each request and never answers, until closed.
+
+    What a client meets when a service hangs: the connection opens, the request goes out, no reply comes.
+    ``requests`` holds the request line of each request read, e.g. ``POST /v1/submitjob HTTP/1.1``.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.requests: list[str] = []
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+                self._open.append(conn)  # held open, unanswered
+                head = conn.recv(65536)
+            except OSError:  # closed
+                return
+            self.requests.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._open:
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

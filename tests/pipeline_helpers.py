@@ -60,6 +60,28 @@ def cli_env(base_url: str, extra: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
+# Runs a handler's main in a process whose pipeline step ``sys.argv[1]`` raises an exception from outside our
+# tree, as a library error no adapter translated would: the one fault no real input here provokes on purpose.
+_FAILING_STEP = """
+import sys
+from core import pipeline
+from handlers import {module}
+
+def fail(ctx, data, state):
+    raise ValueError("simulated failure outside the exception tree\\nsecond line")
+
+pipeline.STEPS[next(s for s in pipeline.STEPS if s.value == sys.argv[1])] = fail
+sys.exit({module}.main(sys.argv[2:]))
+"""
+
+
+def run_with_failing_step(module: str, step: str, args: list[str], env: dict[str, str],
+                          timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``handlers.<module>.main(args)`` in a process where the pipeline step named ``step`` raises ValueError."""
+    return subprocess.run([sys.executable, "-c", _FAILING_STEP.format(module=module), step, *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "handlers.cli", "--json-logs", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -19,13 +19,23 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoRegionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 
 from core.config import config_fingerprint, load_settings
-from core.errors import ConfigError, ObjectNotFound, PermanentError
+from core.errors import ConfigError, ObjectNotFound, PermanentError, RetryableError
 from core.storage.backends import LocalStorage, open_storage
+from handlers.batch_errors import batch_error
 from handlers.batch_job import (
     ARRAY_MARKER_KEY,
+    DEADLINE_ENV,
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
@@ -34,18 +44,29 @@ from handlers.batch_job import (
     array_request,
     array_size,
     array_target,
+    attempt_deadline,
     config_uri_from,
     loop_settings,
     main,
     predict_job_name,
     report_request,
+    stop_condition,
     submit_prediction_array,
     submit_prediction_jobs,
     submit_report_job,
 )
 from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_client
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
-from tests.pipeline_helpers import REPO, cli_env, job_config, sample_rows, wait_for
+from tests.fixtures.s3_server import free_port
+from tests.pipeline_helpers import (
+    REPO,
+    cli_env,
+    job_config,
+    run_with_failing_step,
+    sample_rows,
+    wait_for,
+    write_yaml,
+)
 from tests.prediction_helpers import finished_run
 
 SMS = ["ham", "spam"]
@@ -72,6 +93,34 @@ def test_config_uri_from(arg: str | None, environ: dict[str, str], expected: str
 def test_missing_config_uri_is_a_config_error(arg: str | None) -> None:
     with pytest.raises(ConfigError, match="config_uri"):
         config_uri_from(arg, {})
+
+
+def test_attempt_deadline_counts_from_the_start_of_the_attempt() -> None:
+    assert attempt_deadline({}, 100.0) is None
+    assert attempt_deadline({DEADLINE_ENV: ""}, 100.0) is None
+    assert attempt_deadline({DEADLINE_ENV: "43080"}, 100.0) == 43180.0
+    assert attempt_deadline({DEADLINE_ENV: " 2.5 "}, 100.0) == 102.5
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-120", "inf", "nan"])
+def test_a_bad_attempt_deadline_is_a_config_error(raw: str) -> None:
+    with pytest.raises(ConfigError, match=DEADLINE_ENV):
+        attempt_deadline({DEADLINE_ENV: raw}, 0.0)
+
+
+def test_stop_condition_is_a_signal_or_the_deadline() -> None:
+    now = [0.0]
+    flag = [False]
+    should_stop = stop_condition(flag, deadline=10.0, clock=lambda: now[0])
+    assert not should_stop()
+    now[0] = 9.99
+    assert not should_stop()
+    now[0] = 10.0
+    assert should_stop() and should_stop(), "and it stays stopped"
+    without = stop_condition(flag, deadline=None, clock=lambda: 1e12)
+    assert not without()
+    flag[0] = True
+    assert without(), "a signal stops it too"
 
 
 @pytest.mark.parametrize(("yaml_extra", "size"), [
@@ -140,15 +189,48 @@ def test_prediction_array_is_submitted_once(tmp_path: Path) -> None:
     assert marker["job_id"] == "array-1" and marker["size"] == 3 and marker["parent_job_id"] == "parent-1"
 
 
-def test_failed_array_submission_releases_the_marker(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "status", "expected"), [
+    ("ClientException", 400, PermanentError),  # exit 1: a bad queue or definition stays bad
+    ("TooManyRequestsException", 429, RetryableError),  # exit 3: throttled even after botocore's retries
+], ids=["client-exception", "throttled"])
+def test_failed_array_submission_releases_the_marker(tmp_path: Path, code: str, status: int,
+                                                     expected: type[Exception]) -> None:
     output = LocalStorage(tmp_path / "out")
     batch = moto_client("batch", "http://127.0.0.1:9")
     request = array_request("s3://b/jobs/spam/config.yaml", 3, "q", "d")
     with Stubber(batch) as stub:
-        stub.add_client_error("submit_job", service_error_code="ClientException", http_status_code=400)
-        with pytest.raises(PermanentError, match="prediction array job"):
+        stub.add_client_error("submit_job", service_error_code=code, http_status_code=status)
+        with pytest.raises(expected, match="prediction array job"):
             submit_prediction_array(output, batch, request, "parent-1")
-    assert not output.exists(ARRAY_MARKER_KEY)
+    assert not output.exists(ARRAY_MARKER_KEY), "the next attempt submits it"
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "SubmitJob")
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (_client_error("TooManyRequestsException", 429), RetryableError),
+    (_client_error("ThrottlingException", 400), RetryableError),
+    (_client_error("ServerException", 500), RetryableError),
+    (_client_error("SomethingNew", 503), RetryableError),
+    (_client_error("SomethingNew", 429), RetryableError),
+    (_client_error("ClientException", 400), PermanentError),
+    (_client_error("AccessDeniedException", 403), PermanentError),
+    (_client_error("SomethingNew", 400), PermanentError),
+    (EndpointConnectionError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ConnectTimeoutError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ReadTimeoutError(endpoint_url="https://batch.us-east-1.amazonaws.com"), RetryableError),
+    (ParamValidationError(report="Invalid type for parameter arrayProperties.size"), PermanentError),
+    (NoRegionError(), PermanentError),
+], ids=["too-many-requests", "throttling", "server-exception", "unknown-5xx", "unknown-429", "client-exception",
+        "access-denied", "unknown-4xx", "connection-refused", "connect-timeout", "read-timeout", "param-validation",
+        "no-region"])
+def test_batch_errors_translate_by_one_table(exc: Exception, expected: type[Exception]) -> None:
+    got = batch_error(exc, "submitting the report job")  # type: ignore[arg-type]
+    assert type(got) is expected
+    assert str(got).startswith("submitting the report job failed: ")
 
 
 def test_report_request_depends_on_the_array_job() -> None:
@@ -223,6 +305,14 @@ def test_exit_2_without_a_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("root_logging")
+def test_exit_2_on_a_bad_attempt_deadline_before_anything_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE)
+    assert main(["run", str(cfg)], {DEADLINE_ENV: "12h"}) == EXIT_CONFIG
+    assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(BASE + "training: {predict_shards: 2}\n")
@@ -233,6 +323,40 @@ def test_exit_2_when_sharded_without_a_job_definition(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("root_logging")
 def test_predict_shard_needs_an_index(tmp_path: Path) -> None:
     assert main(["predict-shard", str(tmp_path / "c.yaml"), "--shards", "3"], {}) == EXIT_CONFIG
+
+
+@pytest.mark.slow  # botocore's own retries of a refused connection take ~10 s before the error reaches us
+def test_predict_shard_exits_3_when_storage_is_unavailable(tmp_path: Path) -> None:
+    """An array child that cannot reach S3 asks Batch for a retry (3), not for the end (1)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE + "path: {input: s3://absent/in, output: s3://absent/out}\n")
+    env = cli_env("http://127.0.0.1:9", {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    log = tmp_path / "shard.log"
+    assert _finish(["predict-shard", str(cfg), "--shards", "2", "--index", "0"], env, log, timeout=120) == EXIT_RETRY
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(x["message"].startswith("StorageUnavailable: read s3://absent/out/state.json") for x in lines), lines
+
+
+@pytest.mark.slow
+def test_an_exception_outside_our_tree_exits_1_in_one_log_line_with_the_state_saved(tmp_path: Path) -> None:
+    """A bug in a step: exit 1 (Batch does not retry it), one JSON log line with the traceback, state on disk."""
+    rows = sample_rows(shared_data_dir() / "sms_spam.jsonl", 60)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path="bundled:all-MiniLM-L6-v2"))
+    done = run_with_failing_step("batch_job", "split", ["run", str(cfg)], cli_env("http://127.0.0.1:9"))
+    assert done.returncode == EXIT_FAILED, done.stderr[-3000:]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), "JSON log lines only: no bare traceback"
+    (error,) = [r for r in map(json.loads, lines) if r["level"] == "ERROR"]
+    assert error["message"].startswith("unexpected ValueError: simulated failure outside the exception tree "
+                                       "second line (")
+    assert error["exc"].startswith("Traceback") and "in fail" in error["exc"]
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert (state["step"], state["status"]) == ("split", "running"), "saved at the failing step"
+    assert "ingest" in state["step_seconds"] and (tmp_path / "out" / "chunks.jsonl").is_file()
+    assert not (tmp_path / "out" / "lease.json").exists(), "the lease is released"
 
 
 # --- the report job: counting the shards' predictions ---------------------------------------------
@@ -362,6 +486,32 @@ def test_sigterm_exits_3_and_the_retry_resumes_to_the_end(
     assert sms_oracle.stats(prompts=False)["repeated_ok_prompts"] <= 4, "at most the calls in flight at SIGTERM"
 
 
+@pytest.mark.slow
+def test_attempt_deadline_stops_the_run_with_exit_3_and_the_retry_finishes(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle) -> None:
+    """Batch would kill the attempt at its timeout and never retry it: the job stops itself first, state saved."""
+    rows = sample_rows(shared_data_dir() / "sms_spam.jsonl", 200)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_yaml(tmp_path / "config.yaml", job_config(classes=SMS, input_="in", output="out",
+                                                          model_path=str(tiny_bert_dir), training__max_iters=1))
+    env = cli_env(sms_oracle.base_url, {"AWS_BATCH_JOB_ID": "job-3"})
+    log = tmp_path / "attempts.log"
+
+    # 2 s pass here while the config loads and the adapters are built (the stop then comes before the first
+    # step); a later deadline meets the same check between steps or in labeling, only at a time less certain.
+    assert _finish(["run", str(cfg)], {**env, DEADLINE_ENV: "2"}, log) == EXIT_RETRY, log.read_text()[-3000:]
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(x["level"] == "WARNING" and DEADLINE_ENV in x["message"] for x in lines), "the log says why"
+    stopped = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert stopped["status"] == "running" and stopped["step"] != "done"
+    assert not (tmp_path / "out" / "lease.json").exists()
+
+    # Batch's retry of exit 3, with a deadline that leaves room this time.
+    assert _finish(["run", str(cfg)], {**env, DEADLINE_ENV: "600"}, log) == EXIT_OK, log.read_text()[-3000:]
+    assert json.loads((tmp_path / "out" / "state.json").read_text())["step"] == "done"
+
+
 @pytest.fixture
 def target(s3_server: Any) -> BatchTarget:
     if s3_server.pid is None:
@@ -440,74 +590,3 @@ def test_sharded_prediction_runs_as_an_array_job(
     assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
     assert len([j for j in jobs_in(batch, target.queue_arn) if ":" not in j["jobId"]]) == 2
     assert _state(out)["counters"]["predictions"]["status"] == "complete"
-
-
-# --- the deployment files agree with the code ----------------------------------------------------
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """Reads serverless.yml: CloudFormation short tags (!Ref, !If, ...) become {"!Tag": value}."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {f"!{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-@pytest.fixture(scope="module")
-def serverless() -> dict[str, Any]:
-    return yaml.load((REPO / "serverless.yml").read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
-
-
-def test_job_definition_command_and_image_entry_point_parse(serverless: dict[str, Any]) -> None:
-    from handlers.batch_job import build_parser
-
-    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
-    entry = json.loads(dockerfile.split("\nENTRYPOINT ", 1)[1].splitlines()[0])
-    default_cmd = json.loads(dockerfile.split("\nCMD ", 1)[1].splitlines()[0])
-    assert entry == ["python", "-m", "handlers.batch_job"]
-    container = serverless["resources"]["Resources"]["JobDefinition"]["Properties"]["ContainerProperties"]
-    for command in (default_cmd, container["Command"], array_request("s3://b/k.yaml", 2, "q", "d")
-                    ["containerOverrides"]["command"],
-                    report_request("s3://b/k.yaml", 2, "q", "d", "a-1")["containerOverrides"]["command"]):
-        build_parser().parse_args(command)  # argparse exits on a command it does not accept
-    assert container["Command"] == ["run", "Ref::config_uri"]
-    env = {e["Name"] for e in container["Environment"]}
-    assert "BOOTSTRAPPER_JOB_DEFINITION" in env
-    assert {s["Name"] for s in container["Secrets"]} == {"BOOTSTRAPPER_API__LARGE_API_KEY",
-                                                         "BOOTSTRAPPER_API__SMALL_API_KEY"}
-
-
-def test_retry_strategy_retries_what_the_entry_point_asks_to_retry(serverless: dict[str, Any]) -> None:
-    rules = serverless["resources"]["Resources"]["JobDefinition"]["Properties"]["RetryStrategy"]["EvaluateOnExit"]
-    assert len(rules) <= 5, "Batch allows at most 5 rules"
-    first_match = {}
-    for rule in rules:
-        first_match.setdefault(rule.get("OnExitCode"), rule["Action"])
-    assert first_match[str(EXIT_RETRY)] == "RETRY"
-    assert any(r.get("OnStatusReason", "").startswith("Host EC2") and r["Action"] == "RETRY" for r in rules)
-    assert rules[-1] == {"OnReason": "*", "Action": "EXIT"}, "config errors (2) and failures (1) are not retried"
-
-
-def test_trigger_function_matches_the_handler(serverless: dict[str, Any]) -> None:
-    from handlers import s3_trigger
-
-    fn = serverless["functions"]["trigger"]
-    module, _, attr = fn["handler"].rpartition(".")
-    assert module.replace("/", ".") == s3_trigger.__name__ and callable(getattr(s3_trigger, attr))
-    assert set(fn["environment"]) == {s3_trigger.QUEUE_ENV, s3_trigger.DEFINITION_ENV}
-    (event,) = fn["events"]
-    assert event["s3"]["rules"] == [{"prefix": s3_trigger.JOBS_PREFIX}, {"suffix": s3_trigger.CONFIG_NAME}]
-    statements = serverless["provider"]["iam"]["role"]["statements"]
-    actions = [([s["Action"]] if isinstance(s["Action"], str) else s["Action"], s["Resource"]) for s in statements]
-    s3_resources = [resource for names, resource in actions if any(a.startswith("s3:") for a in names)]
-    assert s3_resources, "the trigger writes its markers"
-    assert all(r.endswith(f"/{s3_trigger.MARKER_PREFIX}*") for r in s3_resources), "and nothing else in the bucket"

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
-from tests.pipeline_helpers import cli, cli_env, job_config, sample_rows, write_yaml
+from tests.pipeline_helpers import (
+    cli,
+    cli_env,
+    job_config,
+    run_with_failing_step,
+    sample_rows,
+    write_yaml,
+)
 
 SMS = ["ham", "spam"]
 
@@ -52,6 +59,22 @@ def test_ingest_and_plan(tmp_path: Path) -> None:
                                                                    "BOOTSTRAPPER_API__SMALL_MODEL": "openai/gpt-4o-mini"}))
     assert plan.returncode == 0, plan.stderr
     assert "openai/gpt-4o-mini" in plan.stdout and "TOTAL" in plan.stdout
+
+
+@pytest.mark.slow
+def test_an_exception_outside_our_tree_exits_1_with_one_line_and_the_state_saved(tmp_path: Path) -> None:
+    cfg = _job(tmp_path, n=60)
+    done = run_with_failing_step("cli", "split", ["run", str(cfg)], cli_env("http://127.0.0.1:9"))
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: unexpected ValueError: simulated failure outside the exception tree "
+                                "second line ("), lines[-1]
+    assert all(line.startswith("{") for line in lines[:-1]), "log lines, no bare traceback"
+    (error,) = [r for r in map(json.loads, lines[:-1]) if r["level"] == "ERROR"]
+    assert error["exc"].startswith("Traceback") and "in fail" in error["exc"]
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert (state["step"], state["status"]) == ("split", "running"), "saved at the failing step"
+    assert not (tmp_path / "out" / "lease.json").exists()
 
 
 def test_changed_config_refused_then_restart(tmp_path: Path, sms_oracle: OracleHandle) -> None:

@@ -2,14 +2,20 @@
 
 Recorded S3 notification payloads live in ``tests/events/``. Submission runs against moto's standalone
 server (S3 for the idempotency markers, Batch for the jobs) and, for the exact request, botocore's Stubber.
+A hanging Batch API is ``SilentEndpoint``: the handler killed mid-submit is a process killed while it waits.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +24,29 @@ from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.errors import ConfigError
+from core.errors import ConfigError, RetryableError
 from handlers import s3_trigger
 from handlers.s3_trigger import (
+    RECLAIM_AFTER_S,
     S3Record,
     TriggerSettings,
     batch_job_name,
     job_folder,
     marker_key,
+    marker_verdict,
     parse_event,
     process,
 )
-from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, load_event, moto_client
-from tests.pipeline_helpers import REPO
+from tests.batch_helpers import (
+    BatchTarget,
+    SilentEndpoint,
+    create_batch_target,
+    jobs_in,
+    load_event,
+    moto_client,
+)
+from tests.fixtures.s3_server import make_test_client
+from tests.pipeline_helpers import REPO, wait_for
 
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 HEAVY = ("torch", "transformers", "litellm", "pydantic", "pydantic_settings", "yaml", "smart_open", "numpy")
@@ -89,17 +105,16 @@ def test_job_folder(key: str, folder: str | None) -> None:
     assert job_folder(key) == folder
 
 
-@pytest.mark.parametrize(("folder", "name"), [
+@pytest.mark.parametrize(("folder", "expected"), [
     ("spam-filter", "bootstrapper-spam-filter"),
     ("invoices_2025", "bootstrapper-invoices_2025"),
-    ("Réunion notes (2025)", "bootstrapper-Reunion-notes-2025-"),
-    ("日本語", "bootstrapper-"),
+    ("Réunion notes (2025)", r"bootstrapper-Reunion-notes-2025-[0-9a-f]{8}"),
+    ("日本語", r"bootstrapper-[0-9a-f]{8}"),
 ], ids=["plain", "underscore", "accents-spaces", "no-ascii"])
-def test_batch_job_name(folder: str, name: str) -> None:
+def test_batch_job_name(folder: str, expected: str) -> None:
+    # Valid names are kept as they are; changed names carry a hash of the original.
     got = batch_job_name(folder)
-    assert got.startswith(name) and BATCH_NAME.match(got)
-    if got != name:  # changed names carry a hash of the original
-        assert re.search(r"[0-9a-f]{8}$", got)
+    assert re.fullmatch(expected, got) and BATCH_NAME.match(got)
 
 
 @given(st.text(min_size=1, max_size=300).filter(lambda s: "/" not in s))
@@ -110,6 +125,23 @@ def test_batch_job_names_are_always_valid(folder: str) -> None:
 @given(st.lists(st.text(min_size=1, max_size=200), min_size=2, max_size=2, unique=True))
 def test_different_folders_get_different_names(pair: list[str]) -> None:
     assert batch_job_name(pair[0]) != batch_job_name(pair[1])
+
+
+@pytest.mark.parametrize(("marker", "age", "verdict"), [
+    ({"job_id": "j-1"}, 5.0, "submitted"),
+    ({"job_id": "j-1"}, 3600.0, "submitted"),
+    ({}, 1.0, "claimed"),
+    ({}, RECLAIM_AFTER_S - 0.5, "claimed"),
+    ({}, RECLAIM_AFTER_S, "abandoned"),
+    ({"claimed_at": "yesterday"}, None, "abandoned"),
+    ({"job_id": ""}, 1.0, "claimed"),
+], ids=["submitted", "submitted-long-ago", "fresh-claim", "claim-just-young-enough", "claim-abandoned",
+        "unreadable-claim", "empty-job-id"])
+def test_marker_verdict(marker: dict[str, Any], age: float | None, verdict: str) -> None:
+    now = 1_000_000.0
+    if age is not None:
+        marker = {**marker, "claimed_at": now - age}
+    assert marker_verdict(marker, now) == verdict
 
 
 def test_settings_come_from_the_environment() -> None:
@@ -159,6 +191,7 @@ def test_config_upload_submits_one_job_and_a_duplicate_delivery_none(
     assert job["parameters"]["config_uri"] == f"s3://{s3_bucket}/jobs/spam-filter/config.yaml"
     marker = json.loads(s3_client.get_object(Bucket=s3_bucket, Key=_markers(s3_client, s3_bucket)[0])["Body"].read())
     assert marker["config_uri"] == job["parameters"]["config_uri"]
+    assert marker["job_id"] == job["jobId"], "the marker names the job, so later deliveries are duplicates"
 
     second = process(event, _settings(target), s3_client, batch)
     assert second["submitted"] == [] and second["duplicates"] == [job["parameters"]["config_uri"]]
@@ -240,3 +273,103 @@ def test_lambda_entry_point_reads_env_and_logs_json(
     assert job["jobDefinition"] == target.definition_arn
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(x["message"], x["job_id"]) for x in lines] == [("submitted", job["jobId"])]
+
+
+# --- a killed invocation never loses the upload ---------------------------------------------------
+
+# The Lambda entry point as its own process, so that it can be killed like Lambda kills it at its timeout.
+_HANDLER = "import json, sys; from handlers import s3_trigger; s3_trigger.handler(json.load(open(sys.argv[1])))"
+
+
+def _marker(s3_client: Any, bucket: str) -> dict[str, Any]:
+    (key,) = _markers(s3_client, bucket)
+    return dict(json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+@pytest.mark.slow
+def test_an_invocation_killed_mid_submit_loses_nothing_and_submits_once(
+        target: BatchTarget, batch: Any, s3_server: Any, s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
+    event = load_event("config_put.json", s3_bucket)
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    with SilentEndpoint() as hanging_batch:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        env.update({"AWS_ENDPOINT_URL_S3": s3_server.endpoint_url, "AWS_ENDPOINT_URL_BATCH": hanging_batch.url,
+                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", s3_trigger.QUEUE_ENV: target.queue_name,
+                    s3_trigger.DEFINITION_ENV: target.definition_name})
+        proc = subprocess.Popen([sys.executable, "-c", _HANDLER, str(tmp_path / "event.json")], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            claimed = wait_for(lambda: bool(_markers(s3_client, s3_bucket)) and any(
+                "/v1/submitjob" in r for r in hanging_batch.requests), proc, timeout=60)
+            assert claimed, "the handler claimed the upload and called SubmitJob"
+        finally:
+            proc.send_signal(signal.SIGKILL)  # as Lambda does at the function's timeout
+            proc.wait(timeout=10)
+    assert "job_id" not in _marker(s3_client, s3_bucket) and jobs_in(batch, target.queue_arn) == []
+
+    # Lambda's first retry, a minute later: the claim may still be live, so it fails and is retried again.
+    with pytest.raises(RetryableError, match="a retry after 120 s takes it over"):
+        process(event, _settings(target), s3_client, batch)
+    assert jobs_in(batch, target.queue_arn) == []
+    # The second retry, two minutes after that: the claim is abandoned; this delivery takes it over and submits.
+    later = time.time() + RECLAIM_AFTER_S + 1
+    summary = process(event, _settings(target), s3_client, batch, now=lambda: later)
+    (job,) = jobs_in(batch, target.queue_arn)
+    assert summary["submitted"] == [{"config_uri": job["parameters"]["config_uri"], "job_name": job["jobName"],
+                                     "job_id": job["jobId"]}]
+    assert _marker(s3_client, s3_bucket)["job_id"] == job["jobId"]
+    # S3 delivering the event yet again, even much later: a duplicate.
+    again = process(event, _settings(target), s3_client, batch, now=lambda: later + 3600)
+    assert again["duplicates"] == [job["parameters"]["config_uri"]] and len(jobs_in(batch, target.queue_arn)) == 1
+
+
+def _deliver(event: dict[str, Any], settings: TriggerSettings, s3: Any, batch: Any, start: threading.Barrier,
+             outcomes: list[str]) -> None:
+    start.wait()
+    try:
+        summary = process(event, settings, s3, batch)
+        outcomes.append("submitted" if summary["submitted"] else "duplicate")
+    except RetryableError:
+        outcomes.append("retry")
+
+
+def test_racing_retries_take_over_an_abandoned_claim_exactly_once(
+        target: BatchTarget, s3_server: Any, s3_client: Any, s3_bucket: str) -> None:
+    """Several deliveries meet one abandoned claim at once: the conditional put lets exactly one submit."""
+    racers = 4
+    s3s = [make_test_client(s3_server.endpoint_url) for _ in range(racers)]  # one client per "invocation"
+    batches = [moto_client("batch", s3_server.endpoint_url) for _ in range(racers)]
+    for round_ in range(8):
+        event = load_event("config_put.json", s3_bucket)
+        event["Records"][0]["s3"]["object"]["versionId"] = f"version-{round_}"  # a new upload each round
+        record = parse_event(event)[0]
+        abandoned = {"config_uri": record.uri, "claimed_at": time.time() - RECLAIM_AFTER_S - 5}
+        s3_client.put_object(Bucket=s3_bucket, Key=marker_key(record), Body=json.dumps(abandoned).encode())
+        start = threading.Barrier(racers)
+        outcomes: list[str] = []
+        threads = [threading.Thread(target=_deliver, args=(event, _settings(target), s3s[i], batches[i], start,
+                                                           outcomes)) for i in range(racers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert outcomes.count("submitted") == 1 and len(outcomes) == racers, (round_, outcomes)
+    assert len(jobs_in(moto_client("batch", s3_server.endpoint_url), target.queue_arn)) == 8
+
+
+@pytest.mark.slow
+def test_a_hanging_batch_api_costs_seconds_not_the_function_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's defaults would wait 60 s per attempt, past Lambda's 60 s: our clients give up in ~15 s."""
+    from botocore.exceptions import ReadTimeoutError
+
+    with SilentEndpoint() as hanging:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", hanging.url)
+        monkeypatch.setattr(s3_trigger, "_clients", {})
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            s3_trigger._client("batch").submit_job(jobName="j", jobQueue="q", jobDefinition="d")
+        took = time.monotonic() - started
+    attempts, read = s3_trigger.MAX_ATTEMPTS, s3_trigger.READ_TIMEOUT_S
+    assert len(hanging.requests) == attempts
+    assert attempts * read <= took < attempts * read + 10, took  # three reads, backoff between them

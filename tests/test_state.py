@@ -115,17 +115,27 @@ def test_lease_refuses_second_live_runner(tmp_path: Path) -> None:
         acquire_lease(storage, second, pid_alive=lambda pid: True)
     release_lease(storage, second)  # not the owner: no effect
     assert storage.exists("lease.json")
+    assert _holder(storage) == first.owner, "the refused runner left the lease alone"
     release_lease(storage, first)
     acquire_lease(storage, second, pid_alive=lambda pid: True)
+    assert _holder(storage) == second.owner
+
+
+def _holder(storage: LocalStorage) -> str:
+    return str(json.loads(storage.read_text("lease.json"))["owner"])
 
 
 def test_lease_taken_over_from_dead_process_or_expired(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     acquire_lease(storage, Lease.new(900, pid=111), pid_alive=lambda pid: True)
-    acquire_lease(storage, Lease.new(900, pid=222), pid_alive=lambda pid: pid != 111)  # 111 died (SIGKILL)
+    survivor = Lease.new(900, pid=222)
+    acquire_lease(storage, survivor, pid_alive=lambda pid: pid != 111)  # 111 died (SIGKILL)
+    assert _holder(storage) == survivor.owner
     expired = Lease(owner="x", expires_at=0.0, host="elsewhere", pid=1)
     storage.write_text("lease.json", json.dumps(expired.__dict__))
-    acquire_lease(storage, Lease.new(900, pid=333), pid_alive=lambda pid: True)
+    successor = Lease.new(900, pid=333)
+    acquire_lease(storage, successor, pid_alive=lambda pid: True)
+    assert _holder(storage) == successor.owner
 
 
 def test_lease_taken_over_by_retry_of_same_batch_job(tmp_path: Path) -> None:
@@ -134,4 +144,7 @@ def test_lease_taken_over_by_retry_of_same_batch_job(tmp_path: Path) -> None:
     storage.write_text("lease.json", json.dumps(held.__dict__))
     with pytest.raises(LeaseHeld):
         acquire_lease(storage, Lease.new(900, pid=8, job_id="job-2"), pid_alive=lambda pid: True)
-    acquire_lease(storage, Lease.new(900, pid=8, job_id="job-1"), pid_alive=lambda pid: True)
+    assert _holder(storage) == "x"
+    retry = Lease.new(900, pid=8, job_id="job-1")
+    acquire_lease(storage, retry, pid_alive=lambda pid: True)
+    assert _holder(storage) == retry.owner

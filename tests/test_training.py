@@ -311,7 +311,8 @@ def test_head_learning_rate_applies_to_the_classification_head_only(tiny_bert_di
     assert head == {"classifier.weight", "classifier.bias"}
     assert sum(len(g["params"]) for g in groups) == len(names)
     # decay stays off for biases and norm scales, in the head as elsewhere
-    assert all(p.ndim >= 2 for g in groups if g["weight_decay"] > 0 for p in g["params"])
+    decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert decayed and all(p.ndim >= 2 for p in decayed)
     assert {g["lr"] for g in parameter_groups(model, 0.01, 1e-4)} == {1e-4}
 
 

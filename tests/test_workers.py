@@ -218,7 +218,7 @@ def test_killing_the_parent_kills_its_workers(tmp_path: Path, oracle_server: Cal
     parent = int(proc.stdout.readline())
     storage = LocalStorage(out)
     deadline = time.monotonic() + 60
-    while not (out / "labels").exists() or not storage.list("labels/"):
+    while not (out / "labels").exists() or not list(storage.list("labels/")):  # a bare generator is always truthy
         assert time.monotonic() < deadline and proc.poll() is None, "no labels were written"
         time.sleep(0.1)
     assert len(_pids_running(str(script))) == 3  # the parent and two workers
