@@ -1,6 +1,6 @@
 # classifier-bootstrapper's AWS Batch image: CPU-only torch, the bundled MiniLM base model, the Batch entry point.
 #
-#   docker build -t classifier-bootstrapper .
+#   docker build --platform linux/amd64 -t classifier-bootstrapper .   # the job definition runs X86_64
 #   docker run --rm -e BOOTSTRAPPER_CONFIG_URI=s3://bucket/jobs/spam/config.yaml \
 #              -e BOOTSTRAPPER_API__LARGE_API_KEY -e BOOTSTRAPPER_API__SMALL_API_KEY classifier-bootstrapper
 #
@@ -46,5 +46,6 @@ RUN python -c 'import pathlib; from core.model.encoding import BUNDLED_MODEL, re
 USER 10001
 
 # Exec form: Python is PID 1 and receives Batch's SIGTERM itself (a Spot reclaim stops at a safe point, exit 3).
+# Batch sends SIGKILL 30 s after SIGTERM and cannot be given longer (its job definitions have no stopTimeout).
 ENTRYPOINT ["python", "-m", "handlers.batch_job"]
 CMD ["run"]

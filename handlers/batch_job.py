@@ -61,6 +61,7 @@ from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV,
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_RETRY = 0, 1, 2, 3
 CONFIG_URI_ENV = "BOOTSTRAPPER_CONFIG_URI"
 DEADLINE_ENV = "BOOTSTRAPPER_ATTEMPT_DEADLINE_S"  # serverless.yml: the job definition's timeout minus a margin
+REPORT_DEFINITION_ENV = "BOOTSTRAPPER_REPORT_JOB_DEFINITION"  # the report job's (smaller) job definition
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 BATCH_QUEUE_ENV = "AWS_BATCH_JQ_NAME"  # Batch sets it in every job's container
 ARRAY_MARKER_KEY = layout.ARRAY_MARKER
@@ -236,8 +237,11 @@ def recorded_job_id(output: Any, marker: str) -> str | None:
 
 
 def submit_prediction_jobs(output: Any, batch: Any, config_uri: str, shards: int, target: tuple[str, str],
-                           parent_job_id: str) -> dict[str, str]:
-    """The array job, then the ``report`` job depending on it; the ids of the jobs submitted by this call."""
+                           parent_job_id: str, report_definition: str = "") -> dict[str, str]:
+    """The array job, then the ``report`` job depending on it; the ids of the jobs submitted by this call.
+
+    The report job runs with ``report_definition`` when given (smaller resources), else the array's definition.
+    """
     queue, definition = target
     submitted: dict[str, str] = {}
     array_id = submit_prediction_array(output, batch, array_request(config_uri, shards, queue, definition),
@@ -251,8 +255,8 @@ def submit_prediction_jobs(output: Any, batch: Any, config_uri: str, shards: int
                     "submitted; once the shards have predicted, run `python -m handlers.batch_job report %s "
                     "--shards %d`", output.uri(ARRAY_MARKER_KEY), config_uri, shards)
         return submitted
-    report_id = submit_report_job(output, batch, report_request(config_uri, shards, queue, definition, array_id),
-                                  parent_job_id)
+    report = report_request(config_uri, shards, queue, report_definition or definition, array_id)
+    report_id = submit_report_job(output, batch, report, parent_job_id)
     if report_id is not None:
         submitted["report"] = report_id
     return submitted
@@ -302,7 +306,8 @@ def run_job(config_uri: str, environ: Mapping[str, str],
         return EXIT_RETRY
     # An earlier attempt with predict_shards=1 may already have predicted in-process.
     if batch is not None and "predict" not in state.step_seconds:
-        submitted = submit_prediction_jobs(ctx.output, batch, config_uri, shards, target, job_id)
+        submitted = submit_prediction_jobs(ctx.output, batch, config_uri, shards, target, job_id,
+                                           report_definition=environ.get(REPORT_DEFINITION_ENV, ""))
         if submitted:
             jobs = {"array": recorded_job_id(ctx.output, ARRAY_MARKER_KEY) or "?",
                     "report": recorded_job_id(ctx.output, REPORT_MARKER_KEY) or "?"}

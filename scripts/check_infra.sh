@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Infrastructure checks, offline and with no AWS account: `serverless package` (Serverless Framework v3 pinned
-# in infra/package.json) for both compute types, cfn-lint and tests/test_stack.py on each generated
+# in infra/package.json) for both compute types, strict cfn-lint and tests/test_stack.py on each generated
 # CloudFormation template, hadolint on the Dockerfile, and the trigger Lambda's zip holding only its few small files.
 # Idempotent: npm ci runs only when infra/package-lock.json changed; the lint tools install only when missing.
 # Needs: Node.js >= 18 with npm (the npm registry on first run), and .venv (scripts/setup.sh makes it).
@@ -11,6 +11,7 @@ fail() { echo "check_infra: $*" >&2; exit 1; }
 step() { echo "check_infra: $*" >&2; }
 
 MAX_ZIP_BYTES=65536
+IMAGE_TAG=0000000  # a deploy passes the git sha (README); tests/test_stack.py expects this one in the template
 EXPECTED_ZIP_FILES="core/__init__.py core/errors.py handlers/__init__.py handlers/s3_trigger.py"
 OUT=".serverless"
 
@@ -54,15 +55,18 @@ for compute in SPOT FARGATE_SPOT; do
   step "serverless package (computeType=$compute) -> $dir/"
   rm -rf "$dir"
   log=$(mktemp)
-  if ! infra/node_modules/.bin/serverless package --param="computeType=$compute" --package "$dir" >"$log" 2>&1; then
+  if ! infra/node_modules/.bin/serverless package --param="computeType=$compute" --param="imageTag=$IMAGE_TAG" \
+      --package "$dir" >"$log" 2>&1; then
     cat "$log" >&2; rm -f "$log"
     fail "serverless package failed (computeType=$compute)"
   fi
   rm -f "$log"
   template="$dir/cloudformation-template-update-stack.json"
   [ -s "$template" ] || fail "serverless package wrote no $template"
-  step "cfn-lint $template"
-  .venv/bin/cfn-lint "$template" || fail "cfn-lint found problems in $template (computeType=$compute)"
+  # Strict types: a number where CloudFormation wants a string (Batch's ResourceRequirements values) is an
+  # error, not something CloudFormation may or may not coerce at deploy time.
+  step "cfn-lint (strict types) $template"
+  .venv/bin/cfn-lint -x E3012:strict=true -- "$template" || fail "cfn-lint found problems in $template (computeType=$compute)"
   # What the template does, not only how it is spelled: retry rules evaluated as Batch does, and the rest.
   step "tests/test_stack.py on $template"
   BOOTSTRAPPER_CFN_TEMPLATE="$template" "$PY" -m pytest -q -p no:cacheprovider tests/test_stack.py \

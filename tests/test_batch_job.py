@@ -242,17 +242,19 @@ def test_report_request_depends_on_the_array_job() -> None:
     }
 
 
-def test_array_and_report_jobs_are_each_submitted_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("report_definition", "used"), [("", "d"), ("d-report", "d-report")],
+                         ids=["array-definition", "own-definition"])
+def test_array_and_report_jobs_are_each_submitted_once(tmp_path: Path, report_definition: str, used: str) -> None:
     output = LocalStorage(tmp_path / "out")
     batch = moto_client("batch", "http://127.0.0.1:9")
     uri = "s3://b/jobs/spam/config.yaml"
     array = array_request(uri, 3, "q", "d")
-    report = report_request(uri, 3, "q", "d", "array-1")
+    report = report_request(uri, 3, "q", used, "array-1")  # the report job's own, smaller definition if given
     with Stubber(batch) as stub:
         stub.add_response("submit_job", {"jobName": array["jobName"], "jobId": "array-1"}, array)
         stub.add_response("submit_job", {"jobName": report["jobName"], "jobId": "report-1"}, report)
-        assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1") == {"array": "array-1",
-                                                                                          "report": "report-1"}
+        assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1",
+                                      report_definition) == {"array": "array-1", "report": "report-1"}
         assert submit_prediction_jobs(output, batch, uri, 3, ("q", "d"), "parent-1") == {}  # a repeated run
         stub.assert_no_pending_responses()
     marker = json.loads(output.read_text(REPORT_MARKER_KEY))

@@ -34,6 +34,7 @@ from tests.pipeline_helpers import REPO
 
 TEMPLATE_ENV = "BOOTSTRAPPER_CFN_TEMPLATE"
 SERVERLESS = REPO / "infra" / "node_modules" / ".bin" / "serverless"
+IMAGE_TAG = "0000000"  # what a deploy passes as --param="imageTag=<git sha>"; check_infra.sh passes this one too
 
 
 # --- AWS Batch's reading of evaluateOnExit -------------------------------------------------------
@@ -95,7 +96,8 @@ def package_template(out: Path) -> dict[str, Any]:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
            "AWS_SESSION_TOKEN": "", "AWS_EC2_METADATA_DISABLED": "true", "SLS_TELEMETRY_DISABLED": "1",
            "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*"}
-    done = subprocess.run([str(SERVERLESS), "package", "--package", str(out)], cwd=REPO, env=env,
+    done = subprocess.run([str(SERVERLESS), "package", "--package", str(out), f"--param=imageTag={IMAGE_TAG}"],
+                          cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "cloudformation-template-update-stack.json").read_text(encoding="utf-8"))
@@ -236,3 +238,66 @@ def test_a_trigger_event_is_retried_then_kept_never_dropped(template: dict[str, 
     attempts = s3_trigger.MAX_ATTEMPTS
     worst = attempts * (s3_trigger.CONNECT_TIMEOUT_S + s3_trigger.READ_TIMEOUT_S) + sum(2**i for i in range(attempts - 1))
     assert worst < timeout / 2, worst
+
+
+# --- what an operator needs of the stack ---------------------------------------------------------
+
+
+def _env(definition: Mapping[str, Any]) -> dict[str, Any]:
+    return {e["Name"]: e["Value"] for e in definition["ContainerProperties"]["Environment"]}
+
+
+def _resources(definition: Mapping[str, Any]) -> dict[str, str]:
+    return {r["Type"]: r["Value"] for r in definition["ContainerProperties"]["ResourceRequirements"]}
+
+
+def _both_definitions(resources: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run (and array) job's definition, and the report job's."""
+    return _job_definition(resources), dict(resources["ReportJobDefinition"]["Properties"])
+
+
+def test_the_bucket_outlives_the_stack_and_its_name_is_per_stage(serverless: dict[str, Any],
+                                                                template: dict[str, Any]) -> None:
+    bucket = template["Resources"]["S3BucketJobs"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    assert bucket["Properties"]["BucketName"] == serverless["params"]["dev"]["bucketName"]
+    assert "bucketName" not in serverless["params"]["default"], "a stage without its own bucket name fails"
+
+
+def test_jobs_log_to_their_own_group_with_a_retention(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    group = resources["JobLogGroup"]["Properties"]
+    assert isinstance(group["RetentionInDays"], int) and group["RetentionInDays"] > 0
+    for definition in _both_definitions(resources):
+        config = definition["ContainerProperties"]["LogConfiguration"]
+        assert config["LogDriver"] == "awslogs" and config["Options"]["awslogs-group"] == {"Ref": "JobLogGroup"}
+
+
+def test_every_job_runs_the_image_tag_it_was_deployed_with(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert resources["ImageRepository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
+    for definition in _both_definitions(resources):
+        image = definition["ContainerProperties"]["Image"]
+        assert image == {"Fn::Join": [":", [{"Fn::GetAtt": ["ImageRepository", "RepositoryUri"]}, IMAGE_TAG]]}
+
+
+def test_the_report_job_has_its_own_smaller_definition(template: dict[str, Any]) -> None:
+    from handlers.batch_job import REPORT_DEFINITION_ENV
+
+    resources = template["Resources"]
+    job, report = _both_definitions(resources)
+    assert _env(job)[REPORT_DEFINITION_ENV] == report["JobDefinitionName"]
+    assert float(_resources(report)["VCPU"]) < float(_resources(job)["VCPU"])
+    assert int(_resources(report)["MEMORY"]) < int(_resources(job)["MEMORY"])
+    assert report["RetryStrategy"] == job["RetryStrategy"]
+    assert "Secrets" not in report["ContainerProperties"], "counting predictions calls no LLM"
+    statements = resources["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (submit,) = [s for s in statements if s["Action"] == "batch:SubmitJob"]
+    allowed = json.dumps(submit["Resource"])
+    assert f"job-definition/{report['JobDefinitionName']}:*" in allowed
+
+
+def test_torch_uses_the_vcpus_each_job_has(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for definition in _both_definitions(resources):
+        assert _env(definition)["BOOTSTRAPPER_SYSTEM__TORCH_THREADS"] == _resources(definition)["VCPU"]
