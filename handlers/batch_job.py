@@ -49,7 +49,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
-from core.errors import BootstrapperError, ConfigError, ObjectNotFound, PermanentError, RetryableError
+from core.errors import BootstrapperError, ConfigError, LeaseLost, ObjectNotFound, PermanentError, RetryableError
 from core.run import layout
 from handlers import cli, wiring
 from handlers.s3_trigger import CONFIG_URI_PARAMETER, DEFINITION_ENV, QUEUE_ENV, batch_job_name
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return EXIT_CONFIG
-    except RetryableError as exc:
+    except (RetryableError, LeaseLost) as exc:
         log.error("%s: %s; state is saved, a retry resumes", type(exc).__name__, exc)
         return EXIT_RETRY
     except BootstrapperError as exc:
