@@ -29,6 +29,7 @@ TRAIN_LABELS = "labels/train/"  # label_train: likewise, for every iteration's t
 ITERATIONS = "iterations/"
 CACHE = "cache/"  # every LLM reply, content-addressed: kept by --restart, it is paid for
 LEDGER = "ledger/"  # the cost ledger's append-only parts
+CHECKPOINTS = "checkpoints/"  # train: a stopped training's resumable checkpoint, deleted once the classifier is up
 
 # ---- what users read -------------------------------------------------------------------------------------
 CLASSIFIERS = "classifiers/"
@@ -60,6 +61,11 @@ def iteration_choice(n: int) -> str:
 def classifier(n: int) -> str:
     """Classifier ``n``'s folder (safetensors, tokenizer, training metadata)."""
     return f"{CLASSIFIERS}classifier_{n}/"
+
+
+def checkpoint(n: int) -> str:
+    """Where training classifier ``n`` keeps its resumable checkpoint until the classifier is uploaded."""
+    return f"{CHECKPOINTS}classifier_{n}/"
 
 
 def dataset(n: int) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ from core.run.picks import selected_ids
 from core.run.splits import split_ids, test_size_for
 from core.run.state import IterationRecord, State, Step
 from core.schema import Label
-from core.storage.backends import Storage, upload_dir
+from core.storage.backends import Storage, download_dir, upload_dir
 from core.storage.jsonl_log import LogWriter, jsonl_line, write_jsonl
 
 log = logging.getLogger("bootstrapper")
@@ -164,6 +165,18 @@ def do_label_train(ctx: RunContext, data: RunData, state: State) -> None:
     it.failed_labels = _failed(labels)
 
 
+def _training_checkpoints(ctx: RunContext, n: int) -> Any:
+    """Checkpointing for classifier ``n``: a checkpoint an earlier attempt left is fetched to resume from."""
+    from core.model.training import Checkpointing
+
+    local = ctx.work_dir / f"checkpoint_{n}"
+    shutil.rmtree(local, ignore_errors=True)
+    if any(True for _ in ctx.output.list(layout.checkpoint(n))):
+        download_dir(ctx.output, layout.checkpoint(n), local)
+    return Checkpointing(local, should_stop=ctx.should_stop,
+                         on_save=lambda folder: upload_dir(ctx.output, folder, layout.checkpoint(n)))
+
+
 def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
     from core.model.training import train_classifier
     from core.storage.jsonl_log import read_jsonl
@@ -185,8 +198,14 @@ def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
         total_steps[0] = done
 
     result = train_classifier([r["text"] for r in rows], [r["label"] for r in rows], train_config(ctx), out,
-                              progress=progress)
+                              progress=progress, checkpoints=_training_checkpoints(ctx, n))
+    if result.stopped:
+        log.info("training classifier_%d stopped at step %d: checkpoint saved under %s", n, result.steps,
+                 ctx.output.uri(layout.checkpoint(n)))
+        return
     upload_dir(ctx.output, out, layout.classifier(n))
+    for key in list(ctx.output.list(layout.checkpoint(n))):
+        ctx.output.delete(key)
     it = state.current()
     assert it is not None
     it.train_seconds = round(result.seconds, 2)
