@@ -199,8 +199,8 @@ def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
     result = train_classifier([r["text"] for r in rows], [r["label"] for r in rows], train_config(ctx), out,
                               progress=progress, checkpoints=_training_checkpoints(ctx, n))
     if result.stopped:
-        log.info("training classifier_%d stopped at step %d: checkpoint saved under %s", n, result.steps,
-                 ctx.output.uri(layout.checkpoint(n)))
+        log.info("training classifier_%d stopped at step %d: checkpoint saved under %s/%s", n, result.steps,
+                 ctx.output.root_uri, layout.checkpoint(n))
         return
     upload_dir(ctx.output, out, layout.classifier(n))
     for key in list(ctx.output.list(layout.checkpoint(n))):
