@@ -20,11 +20,12 @@ table and ``map_exceptions`` applies an adapter's translation to a block of code
         ├── LLMBadRequest         400/404/422 from the provider
         ├── NoUsableChunks        ingestion produced nothing to label
         ├── StateError            unreadable state, schema mismatch, config changed under a run
-        │   └── LeaseHeld         another runner owns the output location
+        │   ├── LeaseHeld         another runner owns the output location
+        │   └── LeaseLost         another runner took this run's lease over: stop, write nothing more
         └── TrainingError
 
 The split between retryable and permanent is what callers act on: retry loops catch
-``RetryableError`` only; handlers map ``ConfigError`` to exit code 2 and everything else to 1.
+``RetryableError`` only; handlers map ``ConfigError`` to exit code 2, ``LeaseLost`` to 3 and everything else to 1.
 
 Every error here pickles to an equal one (same class, message and attributes), whatever its constructor
 takes, so a labeling worker process can hand its error to the parent as it is (``core.llm.fanout``).
@@ -121,6 +122,10 @@ class StateError(PermanentError):
 
 class LeaseHeld(StateError):
     pass
+
+
+class LeaseLost(StateError):
+    """The lease renewal found another runner's lease: this run stopped without saving its state again."""
 
 
 class TrainingError(PermanentError):

@@ -4,7 +4,10 @@
 
 Dispatch lives in ``STEPS`` alone. A step that fails leaves the state at that step (saved), so the same
 command resumes there; a stop request (SIGTERM) lets the current step finish what it has in flight, saves,
-and returns without advancing. Building adapters and reading settings is the handlers' job.
+and returns without advancing. A heartbeat thread (``LeaseKeeper``) renews the lease every ttl/3; if a renewal
+finds the lease taken by another runner, the run stops at the next safe point through the same stop path and
+raises ``LeaseLost`` instead of saving: the state belongs to the new owner. Building adapters and reading
+settings is the handlers' job.
 
 A final prediction made apart from the run (N shards: ``bootstrapper predict --shard I/N``, or an AWS Batch
 array job) is counted afterwards by ``refresh_report``: it reads every shard's file, records the counts (and
@@ -13,6 +16,7 @@ any missing shard) in the finished run's state, and re-renders the report throug
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +29,7 @@ from core.run import layout, reporting, steps
 from core.run.context import RunContext
 from core.run.data import RunData
 from core.run.final_prediction import PredictionSummary
-from core.run.lease import Lease, acquire_lease, release_lease, renew_lease
+from core.run.lease import Lease, LeaseKeeper, acquire_lease, release_lease
 from core.run.state import Limits, State, Step, check_resumable, load_state, next_step, save_state
 from core.storage.backends import Storage
 
@@ -148,6 +152,10 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
     ttl = ctx.settings.system.lease_ttl_s
     lease = Lease.new(ttl, os.getpid(), job_id)
     acquire_lease(ctx.output, lease, pid_alive or _pid_alive)
+    keeper = LeaseKeeper(ctx.output, lease, ttl).start()
+    asked_to_stop = ctx.should_stop
+    # A lost lease stops the steps where a SIGTERM would (training, prediction, labeling check this).
+    ctx = dataclasses.replace(ctx, should_stop=lambda: asked_to_stop() or keeper.lost)
     try:
         if restart:
             _wipe(ctx)
@@ -161,6 +169,7 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
                 log.info("resuming at step %s (iteration %d)", state.step.value, state.iteration)
         limits = limits_of(ctx)
         while state.step is not Step.DONE:
+            keeper.check()
             if ctx.should_stop():
                 return RunOutcome(state, True)
             step = state.step
@@ -172,6 +181,7 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
                 ctx.ledger.flush()
             took = time.monotonic() - started
             state.step_seconds[step.value] = round(state.step_seconds.get(step.value, 0.0) + took, 2)
+            keeper.renew_now()  # LeaseLost if another runner took over: the state is theirs, never save over it
             if ctx.should_stop():
                 # The step may be incomplete (labeling stops taking work): run it again on resume.
                 save_state(ctx.output, state)
@@ -179,12 +189,13 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
                 return RunOutcome(state, True)
             advance(state, limits)
             save_state(ctx.output, state)
-            lease = renew_lease(ctx.output, lease, ttl)
             log.info("step %s finished in %.1fs", step.value, took)
         return RunOutcome(state, False)
     finally:
+        keeper.stop()
         ctx.ledger.flush()
-        release_lease(ctx.output, lease)
+        if not keeper.lost:
+            release_lease(ctx.output, keeper.lease)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -52,7 +52,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import Settings
-from core.errors import BootstrapperError, ConfigError, ObjectNotFound, RetryableError
+from core.errors import BootstrapperError, ConfigError, LeaseLost, ObjectNotFound, RetryableError
 from core.run import layout
 from handlers import cli, wiring
 from handlers.batch_errors import batch_error
@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return EXIT_CONFIG
-    except RetryableError as exc:
+    except (RetryableError, LeaseLost) as exc:
         log.error("%s: %s; state is saved, a retry resumes", type(exc).__name__, exc)
         return EXIT_RETRY
     except BootstrapperError as exc:

@@ -1,6 +1,7 @@
 """``bootstrapper``: the command line. Parses arguments, reads settings once, builds adapters, calls core.
 
-Exit codes: 0 success (or a clean stop that a re-run resumes), 1 runtime failure, 2 bad config or usage.
+Exit codes: 0 success (or a clean stop that a re-run resumes), 1 runtime failure, 2 bad config or usage,
+3 the lease was taken over by another run (this one stopped without saving its state).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.errors import BootstrapperError, ConfigError  # noqa: E402
+from core.errors import BootstrapperError, ConfigError, LeaseLost  # noqa: E402
 from core.run import layout  # noqa: E402
 from handlers import wiring  # noqa: E402
 
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bootstrapper",
         description="Turn raw documents plus a description of classes into a fine-tuned text classifier, "
                     "labeled by LLMs. Exit codes: 0 done or cleanly stopped (re-run to resume), 1 failure, "
-                    "2 bad config.")
+                    "2 bad config, 3 lease taken over by another run.")
     p.add_argument("--json-logs", action="store_true", help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -199,6 +200,10 @@ def run_command(argv: Sequence[str] | None, environ: Mapping[str, str],
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except LeaseLost as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 3
     except BootstrapperError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         print(f"error: {exc}", file=sys.stderr)

@@ -147,3 +147,32 @@ def test_recovery_leaves_out_replies_cached_before_the_run(tmp_path: Path,
     gateway = LLMGateway(LiteLLMClient(LLMOptions()), ResponseCache(storage, "cache/"), ledger)
     assert gateway.recover_unrecorded(since=restarted_at) == 0
     assert gateway.recover_unrecorded(since=restarted_at - 3600) == 12  # the run that paid for them
+
+
+def test_calls_in_flight_at_a_stop_get_a_grace_then_are_cancelled(tmp_path: Path) -> None:
+    from core.schema import LLMReply
+
+    stop = [False]
+
+    class HangingAfterFour:
+        calls = 0
+
+        async def chat(self, **_kw: object) -> LLMReply:
+            self.calls += 1
+            if self.calls > 4:
+                stop[0] = True  # a SIGTERM while these calls hang
+                await asyncio.sleep(3600)
+            return LLMReply(text='{"label": "ham", "reason": "r"}', model="m", tokens_in=1, tokens_out=1,
+                            latency_s=0.0, cost_usd=0.0, cost_known=True)
+
+    chunks = [Chunk(id=f"c{i}", text=f"text {i}", source="s", position=i) for i in range(20)]
+    storage = LocalStorage(tmp_path)
+    sink = LogWriter(storage, "labels/train/", flush_interval_s=0.1)
+    started = time.monotonic()
+    labels = asyncio.run(label_many(HangingAfterFour(), Endpoint("openai/x"), LabelPrompt(["ham", "spam"], "", "none"),
+                                    chunks, stage="train_labels", sink=sink, workers=2,
+                                    should_stop=lambda: stop[0], grace_s=0.5))
+    took = time.monotonic() - started
+    assert 0.5 <= took < 3, took
+    assert [lab.chunk_id for lab in labels] == ["c0", "c1", "c2", "c3"]
+    assert sorted(load_labels(storage, "labels/train/")) == ["c0", "c1", "c2", "c3"], "what finished is kept"

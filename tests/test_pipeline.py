@@ -234,3 +234,69 @@ def test_selection_strategy_picks_new_pool_chunks(strategy: str, tmp_path: Path,
                  (out / "classifiers/final_classifier_output/predictions.jsonl").read_text().splitlines()]
     used = set(splits["test"]) | set(first["ids"]) | set(second["ids"])
     assert sorted(predicted) == sorted(i for i in splits["train"] + splits["pool"] if i not in used)
+
+
+def test_sigterm_at_twenty_moments_stops_within_30s_and_resumes_to_identical_outputs(
+        tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle]) -> None:
+    """SIGTERM at 20 seeded moments across one run, two of them sure to land mid-training (after an epoch's
+    checkpoint) and mid-prediction (after a committed part): every stop exits cleanly within 30 s, and the
+    resumed run's outputs equal an uninterrupted run's."""
+    import random
+    import time
+
+    data = shared_data_dir() / "sms_spam.jsonl"
+    _write_input(tmp_path / "in", "sms_spam.jsonl", 500)
+
+    def config(name: str) -> Path:
+        return write_yaml(tmp_path / f"{name}.yaml", job_config(
+            classes=SMS, input_="in", output=name, model_path=str(tiny_bert_dir),
+            training__max_iters=2, training__test_set_size=30, training__train_set_size=50,
+            training__train_set_increment=30, training__epochs=4, training__batch_size=4,
+            training__predict_batch_size=1, training__predict_precision="fp32"))
+
+    ref_oracle = oracle_server(data, noise=0.1, latency_ms=100, seed=4)
+    started = time.monotonic()
+    done = cli(["run", str(config("ref"))], cli_env(ref_oracle.base_url))
+    assert done.returncode == 0, done.stderr[-3000:]
+    work_s = time.monotonic() - started
+
+    oracle = oracle_server(data, noise=0.1, latency_ms=100, seed=4)
+    cfg, out, log = config("stopped"), tmp_path / "stopped", tmp_path / "stopped.log"
+    env = cli_env(oracle.base_url)
+    rng = random.Random(13)
+    # Rounds 5 and 14 wait for a sure moment; the others stop at a random delay after the first step began.
+    sure = {5: lambda: bool(list(out.glob("checkpoints/classifier_*/*"))),
+            14: lambda: bool(list(out.glob("predicting/*/part-*.jsonl")))}
+    latencies, stopped_at = [], []
+    for round_no in range(20):
+        offset = log.stat().st_size if log.exists() else 0
+        proc = start_cli(["run", str(cfg)], env, log)
+        began = wait_for(lambda offset=offset: "started" in log.read_bytes()[offset:].decode(errors="replace"),
+                         proc, poll=0.05)
+        if round_no in sure:
+            began = began and wait_for(sure[round_no], proc, poll=0.01)
+        else:
+            time.sleep(rng.uniform(0, 2 * work_s / 20))
+        if not began or proc.poll() is not None:
+            proc.wait()
+            break  # the run finished before this moment came
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        latencies.append(time.monotonic() - sent)
+        assert code == 0, f"round {round_no}: exit {code}\n" + log.read_text()[-3000:]
+        tail = log.read_bytes()[offset:].decode(errors="replace")
+        stopped_at += [line.split("at step ")[1].split(";")[0] for line in tail.splitlines()
+                       if "stop requested: state saved at step" in line]
+    finish = cli(["run", str(cfg)], env)
+    assert finish.returncode == 0, finish.stderr[-3000:] + log.read_text()[-3000:]
+    text = log.read_text()
+    assert len(latencies) >= 15, f"only {len(latencies)} stops before the run finished"
+    assert max(latencies) < 30, latencies
+    assert "train" in stopped_at and "predict" in stopped_at, stopped_at
+    assert "training resumed from its checkpoint" in text and "prediction resumes after" in text
+    assert _outputs(open_storage(str(out))) == _outputs(open_storage(str(tmp_path / "ref")))
+    assert not list(out.glob("checkpoints/**/*.*")) and not list(out.glob("predicting/**/*.*"))
+    assert oracle.stats(prompts=False)["repeated_ok_prompts"] == 0
+    print(f"\nstops: {len(latencies)} at {stopped_at}; latency max {max(latencies):.2f}s, "
+          f"mean {sum(latencies) / len(latencies):.2f}s; reference run {work_s:.0f}s")

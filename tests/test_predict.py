@@ -44,6 +44,20 @@ def test_predict_stream_yields_every_chunk_in_input_order(classifier: Classifier
         assert r["label"] == max(r["probs"], key=r["probs"].get)
 
 
+def test_a_stop_ends_the_stream_after_the_last_whole_window(classifier: Classifier) -> None:
+    chunks = make_chunks(23)
+    asked = [0]
+
+    def should_stop() -> bool:  # asked before every batch: 2 batches a window of 5 at batch size 3
+        asked[0] += 1
+        return asked[0] > 5  # mid-way through the third window
+
+    records = list(predict_stream(classifier, chunks, batch_size=3, window=5, should_stop=should_stop))
+    assert [r["id"] for r in records] == [c.id for c in chunks[:10]]
+    rest = list(predict_stream(classifier, chunks[10:], batch_size=3, window=5))
+    assert records + rest == list(predict_stream(classifier, chunks, batch_size=3, window=5))
+
+
 def test_predict_stream_reads_one_window_at_a_time(classifier: Classifier) -> None:
     pulled = 0
 

@@ -148,6 +148,23 @@ def test_create_if_absent_race_has_one_winner(storage: Storage) -> None:
         assert storage.read_bytes(key) == f"runner-{winners[0]}".encode()
 
 
+def test_replace_if_writes_only_over_the_version_read(storage: Storage) -> None:
+    storage.write_bytes("lease.json", b"one")
+    body, etag = storage.read_with_etag("lease.json")
+    assert body == b"one"
+    assert storage.replace_if("lease.json", etag, b"two") is True
+    assert storage.replace_if("lease.json", etag, b"three") is False, "the version read is gone"
+    assert storage.read_bytes("lease.json") == b"two"
+    body, etag = storage.read_with_etag("lease.json")
+    storage.write_bytes("lease.json", b"two")  # same bytes, new version: the token still changes locally
+    storage.delete("lease.json")
+    assert storage.replace_if("lease.json", etag, b"four") is False, "a deleted object is not replaced"
+    assert not storage.exists("lease.json")
+    with pytest.raises(ObjectNotFound):
+        storage.read_with_etag("lease.json")
+    assert list(storage.list("")) == []
+
+
 def test_streaming_write_then_read(storage: Storage) -> None:
     chunk = os.urandom(64 * 1024)
     with storage.open_write("big/model.bin") as out:

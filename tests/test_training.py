@@ -393,3 +393,44 @@ def test_bundled_minilm_learns_sms_spam_from_200_examples(tmp_path: Path) -> Non
     assert (result.epochs, result.steps) == (8, 8 * 13)  # 200 examples: min_steps lifts 3 epochs to 8
     assert metrics.accuracy >= 0.93, metrics
     assert metrics.per_class["spam"].recall > 0.7, metrics
+
+
+def test_training_stopped_and_resumed_from_its_checkpoint_ends_bit_for_bit_equal(tiny_bert_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Stop mid-epoch and again at an epoch boundary; each resume continues from the checkpoint, and the
+    final weights equal an uninterrupted run's exactly (torch.equal on every tensor)."""
+    texts, labels = synthetic_task(96, seed=1)
+    cfg = tiny_train_config(tiny_bert_dir)
+    straight = train_classifier(texts, labels, cfg, tmp_path / "straight")
+    per_epoch = straight.steps // straight.epochs
+    saves: list[int] = []
+    ck_dir = tmp_path / "ck"
+    for stop_at in (per_epoch // 2, per_epoch * 2):  # mid-epoch 1; the first batch of epoch 3
+        asked, resumed_at = [0], saves[-1] if saves else 0
+
+        def should_stop(stop_at: int = stop_at, resumed_at: int = resumed_at) -> bool:
+            asked[0] += 1  # asked once before each optimizer step
+            return asked[0] > stop_at - resumed_at
+
+        ck = training.Checkpointing(ck_dir, should_stop=should_stop,
+                                    on_save=lambda folder: saves.append(torch.load(
+                                        folder / training.CHECKPOINT_FILE, weights_only=True)["position"]["step"]))
+        stopped = train_classifier(texts, labels, cfg, tmp_path / "resumed", checkpoints=ck)
+        assert stopped.stopped and stopped.steps == stop_at and saves[-1] == stop_at
+        assert not (tmp_path / "resumed" / "model.safetensors").exists(), "a stopped run saves no classifier"
+    resumed = train_classifier(texts, labels, cfg, tmp_path / "resumed", checkpoints=training.Checkpointing(ck_dir))
+    assert not resumed.stopped and resumed.steps == straight.steps
+    assert resumed.final_loss == straight.final_loss
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "bit-for-bit equal weights"
+
+
+def test_a_checkpoint_for_other_examples_is_ignored(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    texts, labels = synthetic_task(48, seed=2)
+    cfg = tiny_train_config(tiny_bert_dir)
+    ck = training.Checkpointing(tmp_path / "ck", should_stop=lambda: True)
+    assert train_classifier(texts, labels, cfg, tmp_path / "a", checkpoints=ck).stopped
+    other = train_classifier(texts[1:], labels[1:], cfg, tmp_path / "b",
+                             checkpoints=training.Checkpointing(tmp_path / "ck"))
+    assert not other.stopped and other.steps == train_classifier(texts[1:], labels[1:], cfg, tmp_path / "c").steps

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -24,6 +25,10 @@ from core.schema import Chunk, Label, LLMReply
 from core.storage.jsonl_log import LogWriter, read_log
 
 FORMAT_MODES = ("json_schema", "json_object", "none")
+# After a stop request, how long calls in flight may still finish before they are cancelled: AWS Batch allows
+# 30 s from SIGTERM to SIGKILL, and the state still has to be saved after this.
+STOP_GRACE_S = 15.0
+log = logging.getLogger("bootstrapper")
 
 
 @dataclass(frozen=True)
@@ -187,12 +192,14 @@ def needs_label(existing: Label | None) -> bool:
 async def label_many(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunks: Iterable[Chunk], *,
                      stage: str, sink: LogWriter, workers: int = 50,
                      on_done: Callable[[Label], None] | None = None,
-                     should_stop: Callable[[], bool] = lambda: False, **call_opts: Any) -> list[Label]:
+                     should_stop: Callable[[], bool] = lambda: False, grace_s: float = STOP_GRACE_S,
+                     **call_opts: Any) -> list[Label]:
     """Label every chunk with at most ``workers`` calls in flight; each result goes to ``sink`` at once.
 
     Workers pull from a queue rather than one task per chunk, so memory stays flat for large sets.
     An auth error cancels the rest and propagates. ``should_stop`` (a SIGTERM) stops workers taking new chunks;
-    calls in flight finish and are recorded.
+    calls in flight get ``grace_s`` seconds to finish and be recorded, then are cancelled (unpaid or unrecorded,
+    they are made again on resume).
     """
     queue: asyncio.Queue[Chunk] = asyncio.Queue()
     for c in chunks:
@@ -212,9 +219,25 @@ async def label_many(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunks: Ite
                 on_done(label)
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(workers, queue.qsize())))]
+    expired = asyncio.Event()
+
+    async def cancel_after_grace() -> None:
+        while not should_stop():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(grace_s)
+        expired.set()
+        for t in tasks:
+            t.cancel()
+
+    watcher = asyncio.create_task(cancel_after_grace())
     try:
         await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        if not expired.is_set():
+            raise
+        log.warning("stop: the labeling calls still in flight after %.0fs were cancelled", grace_s)
     finally:
+        watcher.cancel()
         for t in tasks:
             t.cancel()
         sink.flush()

@@ -9,7 +9,7 @@ Does not: train, choose which precision to use (``core.model.predict.choose_prec
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,13 @@ class Classifier:
         return Classifier(at_precision(self._model, wanted), self._tokenizer, max_length=self._max_length,
                           truncation_type=self._truncation_type, threads=self._threads, precision=wanted)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64,
+                      should_stop: Callable[[], bool] | None = None) -> tuple[list[str], np.ndarray]:
         """Predicted label per text and an (n, len(classes)) probability array, both in input order.
 
         Texts are run shortest first so each batch pads little; results are put back in input order.
+        ``should_stop`` is asked before every batch; when it says so, ``Interrupted`` is raised (the texts'
+        results are not in input order until every batch has run, so there is nothing partial to return).
         """
         probs = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
         if texts:
@@ -68,6 +71,8 @@ class Classifier:
                                                  batch_size)
                 with intra_op_threads(self._threads), torch.inference_mode():
                     for idx, batch in batches:
+                        if should_stop is not None and should_stop():
+                            raise Interrupted
                         logits = self._model(**batch).logits
                         probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
             except (RuntimeError, ValueError) as exc:
@@ -76,6 +81,10 @@ class Classifier:
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
         return self.predict_proba(texts, batch_size)[0]
+
+
+class Interrupted(Exception):  # noqa: N818 - a stop request, not an error: never leaves core.model.predict
+    """``predict_proba`` stopped before its last batch because ``should_stop`` said so."""
 
 
 def load_classifier(model_dir: Path, *, threads: int | None = None,

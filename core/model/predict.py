@@ -11,13 +11,13 @@ Does not: read or write storage, train, or decide which chunks to predict on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any
 
 from core.errors import ConfigError, TrainingError
-from core.model.classifier import Classifier
+from core.model.classifier import Classifier, Interrupted
 from core.model.metrics import evaluate
 from core.schema import Chunk, Metrics
 
@@ -42,19 +42,25 @@ def select_shard(chunks: Iterable[Chunk], index: int, count: int) -> Iterator[Ch
 
 
 def predict_stream(
-    classifier: Classifier, chunks: Iterable[Chunk], batch_size: int = 64, window: int = 2048
+    classifier: Classifier, chunks: Iterable[Chunk], batch_size: int = 64, window: int = 2048,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``{"id", "source", "label", "probs": {class: p}}`` per chunk, in input order.
 
     At most ``window`` chunks are held at once; inside a window texts are sorted by length before batching
     (by ``Classifier.predict_proba``), which is where the speed comes from on mixed-length corpora.
-    ``batch_size`` is ``training.predict_batch_size``, checked by ``core.config`` at load.
+    ``batch_size`` is ``training.predict_batch_size``, checked by ``core.config`` at load. ``should_stop`` is
+    asked before every batch: the stream then ends after the last whole window, a prefix of the input.
     """
     if window < 1:  # no setting feeds it; an empty window would end the stream silently, predicting nothing
         raise ValueError(f"window must be >= 1, got {window}")
     it = iter(chunks)
     while block := list(islice(it, window)):
-        labels, probs = classifier.predict_proba([c.text for c in block], batch_size=batch_size)
+        try:
+            labels, probs = classifier.predict_proba([c.text for c in block], batch_size=batch_size,
+                                                     should_stop=should_stop)
+        except Interrupted:
+            return
         for chunk, label, row in zip(block, labels, probs, strict=True):
             yield {
                 "id": chunk.id,

@@ -4,7 +4,11 @@ Does: build the training config from the run's settings (``TrainConfig.from_sett
 (the bundled MiniLM or a local folder / hub id), tokenize with head or head-tail truncation, train with a plain
 torch loop on CPU (length-grouped batches with dynamic padding, AdamW, linear warm-up schedule, tempered
 class-weighted loss, gradient clipping, a floor on optimizer steps so that small sets are not under-trained),
-and save a folder that ``transformers.pipeline`` and ``core.model.classifier`` load.
+and save a folder that ``transformers.pipeline`` and ``core.model.classifier`` load. With ``Checkpointing``, check
+a stop flag before every optimizer step and save a resumable checkpoint (weights, optimizer, scheduler, every
+RNG, the position in the epoch) at a stop and at each epoch end; given that checkpoint, training continues
+where it left off and ends with the same weights as an uninterrupted run (bit for bit on CPU: the same
+batches in the same order, dropout drawing from the restored generator).
 
 Does not: download anything (an ``s3://`` base model is fetched by the caller), validate settings (``core.config``
 does, once, at load; only the base model's own limit on ``max_length`` is checked here, once the model is loaded),
@@ -19,7 +23,9 @@ similar length and pads each batch only to its own longest member (benchmarks/be
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -37,7 +43,10 @@ from core.config import Settings, SystemSettings, TrainingSettings, TruncationTy
 from core.errors import ConfigError, TrainingError
 from core.model.encoding import encode, intra_op_threads, pad_batch, resolve_base_model
 
+log = logging.getLogger("bootstrapper")
+
 META_FILE = "bootstrapper_training.json"  # written next to config.json; read back by load_classifier
+CHECKPOINT_FILE = "checkpoint.pt"  # in ``Checkpointing.folder``
 # Examples sorted together before being cut into batches: large enough that batches pad little, small
 # enough that batch composition still changes from epoch to epoch.
 BUCKET_BATCHES = 8
@@ -106,6 +115,22 @@ class TrainResult:
     steps: int
     epochs: int  # as run: ``cfg.epochs``, or more when ``cfg.min_steps`` asked for them
     final_loss: float  # mean training loss over the last epoch
+    stopped: bool = False  # a stop request ended training early: the checkpoint holds it, nothing was saved
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Stopping and resuming one training run: where its checkpoint lives locally, when to stop, who keeps it.
+
+    ``should_stop`` is asked before every optimizer step (a step is well under a second here, so a SIGTERM
+    is honoured in seconds); ``on_save(folder)`` runs after each checkpoint is written (the train step
+    uploads it). A checkpoint found in ``folder`` at the start is resumed if it was made for the same
+    examples and config, else ignored.
+    """
+
+    folder: Path
+    should_stop: Callable[[], bool] = lambda: False
+    on_save: Callable[[Path], None] = lambda _folder: None
 
 
 # --- training pieces ----------------------------------------------------------------------------------------
@@ -205,6 +230,64 @@ def _load_base(path: str, cfg: TrainConfig) -> tuple[Any, torch.nn.Module]:
     return tokenizer, model.float()
 
 
+@dataclass
+class _Position:
+    """Where the loop is: the next epoch and batch, steps done, this epoch's batches and loss so far."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    batches: list[list[int]] | None = None  # None: the epoch has not drawn its batch order yet
+    epoch_loss: float = 0.0
+
+
+def _rng_states(batch_rng: random.Random) -> dict[str, Any]:
+    """Every random state training draws from, as plain values (``torch.load(weights_only=True)`` reads them)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"batch_order": batch_rng.getstate(), "python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(np.asarray(keys)), pos, has_gauss, gauss]}
+
+
+def _restore_rngs(states: dict[str, Any], batch_rng: random.Random) -> None:
+    batch_rng.setstate(_as_tuple(states["batch_order"]))
+    random.setstate(_as_tuple(states["python"]))
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _save_checkpoint(ck: Checkpointing, fingerprint: str, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                     batch_rng: random.Random, at: _Position) -> None:
+    ck.folder.mkdir(parents=True, exist_ok=True)
+    tmp = ck.folder / f".{CHECKPOINT_FILE}.tmp"
+    torch.save({"format": 1, "fingerprint": fingerprint, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_states(batch_rng), "position": asdict(at)}, tmp)
+    tmp.replace(ck.folder / CHECKPOINT_FILE)
+    ck.on_save(ck.folder)
+
+
+def _load_checkpoint(ck: Checkpointing, fingerprint: str) -> dict[str, Any] | None:
+    path = ck.folder / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("ignoring the training checkpoint %s: made for other examples or another config", path)
+        return None
+    return dict(saved)
+
+
+def training_fingerprint(texts: Sequence[str], labels: Sequence[str], cfg: TrainConfig) -> str:
+    """What a checkpoint must have been made for: the same examples, in order, and the same config."""
+    digest = hashlib.sha256(json.dumps([list(texts), list(labels), asdict(cfg)], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def _fit(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -212,7 +295,9 @@ def _fit(
     y: list[int],
     cfg: TrainConfig,
     progress: Callable[[int, int], None] | None,
-) -> tuple[int, float, int]:
+    checkpoints: Checkpointing | None = None,
+    fingerprint: str = "",
+) -> tuple[int, float, int, bool]:
     from transformers import get_linear_schedule_with_warmup
 
     epochs = plan_epochs(len(seqs), cfg.batch_size, cfg.epochs, cfg.min_steps)
@@ -228,11 +313,25 @@ def _fit(
     targets = torch.tensor(y)
     lengths = [len(s) for s in seqs]
     rng = random.Random(cfg.seed)
-    step, epoch_loss = 0, 0.0
+    at = _Position()
+    saved = _load_checkpoint(checkpoints, fingerprint) if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _restore_rngs(saved["rng"], rng)
+        at = _Position(**saved["position"])
+        log.info("training resumed from its checkpoint at step %d of %d (epoch %d)", at.step, total, at.epoch + 1)
     model.train()
-    for _ in range(epochs):
-        epoch_loss = 0.0
-        for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
+    while at.epoch < epochs:
+        if at.batches is None:
+            at.batches, at.batch, at.epoch_loss = length_grouped_batches(lengths, cfg.batch_size, rng), 0, 0.0
+        while at.batch < len(at.batches):
+            if checkpoints is not None and checkpoints.should_stop():
+                _save_checkpoint(checkpoints, fingerprint, model, optimizer, scheduler, rng, at)
+                model.eval()
+                return at.step, at.epoch_loss / len(seqs), epochs, True
+            batch = at.batches[at.batch]
             logits = model(**pad_batch(tokenizer, [seqs[i] for i in batch])).logits
             loss = loss_fn(logits, targets[batch])
             loss.backward()
@@ -240,12 +339,17 @@ def _fit(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            epoch_loss += loss.item() * len(batch)
+            at.step += 1
+            at.batch += 1
+            at.epoch_loss += loss.item() * len(batch)
             if progress is not None:
-                progress(step, total)
+                progress(at.step, total)
+        epoch_loss = at.epoch_loss
+        at = _Position(epoch=at.epoch + 1, step=at.step, epoch_loss=epoch_loss)
+        if checkpoints is not None and at.epoch < epochs:
+            _save_checkpoint(checkpoints, fingerprint, model, optimizer, scheduler, rng, at)
     model.eval()
-    return step, epoch_loss / len(seqs), epochs
+    return at.step, at.epoch_loss / len(seqs), epochs, False
 
 
 def _save(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, base: str, out_dir: Path) -> None:
@@ -266,10 +370,13 @@ def train_classifier(
     out_dir: Path,
     *,
     progress: Callable[[int, int], None] | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> TrainResult:
     """Fine-tune ``cfg.model_path`` on ``texts``/``labels`` and save it to ``out_dir``.
 
-    Same inputs and config give identical weights. ``progress(step, total_steps)`` is called after each step.
+    Same inputs and config give identical weights, interrupted and resumed through ``checkpoints`` or not.
+    ``progress(step, total_steps)`` is called after each step. A stop (``checkpoints.should_stop``) returns a
+    result with ``stopped`` set and saves no classifier.
     """
     if len(texts) != len(labels):
         raise TrainingError(f"{len(texts)} texts but {len(labels)} labels")
@@ -287,10 +394,14 @@ def train_classifier(
         started = time.perf_counter()
         try:
             seqs = encode(tokenizer, texts, cfg.max_length, cfg.truncation_type)
-            steps, final_loss, epochs = _fit(model, tokenizer, seqs, y, cfg, progress)
+            steps, final_loss, epochs, stopped = _fit(model, tokenizer, seqs, y, cfg, progress, checkpoints,
+                                                      training_fingerprint(texts, labels, cfg))
         except (RuntimeError, ValueError) as exc:
             raise TrainingError(f"training failed: {exc}") from exc
         seconds = time.perf_counter() - started
+    if stopped:
+        return TrainResult(out_dir=out_dir, n_examples=len(texts), seconds=seconds, examples_per_s=0.0, steps=steps,
+                           epochs=epochs, final_loss=final_loss, stopped=True)
     if not math.isfinite(final_loss):
         raise TrainingError(f"training diverged (loss {final_loss}); try a lower learning_rate")
     _save(model, tokenizer, cfg, base, out_dir)

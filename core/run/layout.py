@@ -29,6 +29,8 @@ TRAIN_LABELS = "labels/train/"  # label_train: likewise, for every iteration's t
 ITERATIONS = "iterations/"
 CACHE = "cache/"  # every LLM reply, content-addressed: kept by --restart, it is paid for
 LEDGER = "ledger/"  # the cost ledger's append-only parts
+PREDICTING = "predicting/"  # predict: committed parts of a prediction in progress, joined into the final file
+CHECKPOINTS = "checkpoints/"  # train: a stopped training's resumable checkpoint, deleted once the classifier is up
 
 # ---- what users read -------------------------------------------------------------------------------------
 CLASSIFIERS = "classifiers/"
@@ -62,6 +64,11 @@ def classifier(n: int) -> str:
     return f"{CLASSIFIERS}classifier_{n}/"
 
 
+def checkpoint(n: int) -> str:
+    """Where training classifier ``n`` keeps its resumable checkpoint until the classifier is uploaded."""
+    return f"{CHECKPOINTS}classifier_{n}/"
+
+
 def dataset(n: int) -> str:
     """The LLM-labeled examples classifier ``n`` was trained on."""
     return f"{CLASSIFIERS}datasets/dataset_{n}.jsonl"
@@ -71,6 +78,16 @@ def predictions(index: int, count: int) -> str:
     """Shard ``index`` of ``count`` of the final prediction; one shard writes ``predictions.jsonl``."""
     name = "predictions.jsonl" if count == 1 else f"predictions-part-{index:05d}-of-{count:05d}.jsonl"
     return FINAL_OUTPUT + name
+
+
+def prediction_parts(index: int, count: int) -> str:
+    """The committed parts of shard ``index`` of ``count`` while it is predicted; removed once it is whole."""
+    return f"{PREDICTING}{predictions(index, count).removeprefix(FINAL_OUTPUT).removesuffix('.jsonl')}/"
+
+
+def prediction_part(index: int, count: int, n: int) -> str:
+    """Part ``n`` (from 0) of shard ``index`` of ``count``: the rows of one prediction window, in input order."""
+    return f"{prediction_parts(index, count)}part-{n:05d}.jsonl"
 
 
 def kept_on_restart(key: str) -> bool:

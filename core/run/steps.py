@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,8 +30,8 @@ from core.run.picks import selected_ids
 from core.run.splits import split_ids, test_size_for
 from core.run.state import IterationRecord, State, Step
 from core.schema import Label
-from core.storage.backends import Storage, upload_dir
-from core.storage.jsonl_log import LogWriter, jsonl_line, write_jsonl
+from core.storage.backends import Storage, download_dir, upload_dir
+from core.storage.jsonl_log import LogWriter, jsonl_line, read_jsonl, write_jsonl
 
 log = logging.getLogger("bootstrapper")
 
@@ -164,9 +165,20 @@ def do_label_train(ctx: RunContext, data: RunData, state: State) -> None:
     it.failed_labels = _failed(labels)
 
 
+def _training_checkpoints(ctx: RunContext, n: int) -> Any:
+    """Checkpointing for classifier ``n``: a checkpoint an earlier attempt left is fetched to resume from."""
+    from core.model.training import Checkpointing
+
+    local = ctx.work_dir / f"checkpoint_{n}"
+    shutil.rmtree(local, ignore_errors=True)
+    if any(True for _ in ctx.output.list(layout.checkpoint(n))):
+        download_dir(ctx.output, layout.checkpoint(n), local)
+    return Checkpointing(local, should_stop=ctx.should_stop,
+                         on_save=lambda folder: upload_dir(ctx.output, folder, layout.checkpoint(n)))
+
+
 def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
     from core.model.training import train_classifier
-    from core.storage.jsonl_log import read_jsonl
 
     n = state.iteration
     rows = list(read_jsonl(ctx.output, layout.dataset(n)))
@@ -185,8 +197,14 @@ def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
         total_steps[0] = done
 
     result = train_classifier([r["text"] for r in rows], [r["label"] for r in rows], train_config(ctx), out,
-                              progress=progress)
+                              progress=progress, checkpoints=_training_checkpoints(ctx, n))
+    if result.stopped:
+        log.info("training classifier_%d stopped at step %d: checkpoint saved under %s/%s", n, result.steps,
+                 ctx.output.root_uri, layout.checkpoint(n))
+        return
     upload_dir(ctx.output, out, layout.classifier(n))
+    for key in list(ctx.output.list(layout.checkpoint(n))):
+        ctx.output.delete(key)
     it = state.current()
     assert it is not None
     it.train_seconds = round(result.seconds, 2)
@@ -241,7 +259,24 @@ def _checked_precision(ctx: RunContext, data: RunData, clf: Any,
     return chosen, check.to_dict()
 
 
+# Chunks predicted per window (and committed per part), in predict batches: 2048 at the default batch of 64.
+PREDICT_WINDOW_BATCHES = 32
+
+
+def _committed_parts(output: Storage, index: int, count: int) -> tuple[list[str], int]:
+    """The parts of this shard's prediction an earlier attempt committed, and how many rows they hold."""
+    parts = sorted(output.list(layout.prediction_parts(index, count)))
+    return parts, sum(1 for part in parts for _row in read_jsonl(output, part))
+
+
 def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
+    """Predict every remaining chunk of this shard, committing one part per window.
+
+    A stop (SIGTERM) ends the stream after the last whole window; the re-run skips the rows already
+    committed (the stream's order is fixed) and joins the parts into the final file once all are there.
+    """
+    from itertools import islice
+
     from core.model.classifier import load_classifier
     from core.model.predict import predict_stream, select_shard, shard_of
 
@@ -253,19 +288,41 @@ def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
     clf, state.counters.predict_precision = _checked_precision(ctx, data, clf, best)
     used = data.used_ids()
     total = sum(1 for i in data.remaining_ids() if count == 1 or shard_of(i, count) == index)
+    parts, committed = _committed_parts(ctx.output, index, count)
+    if committed:
+        log.info("prediction resumes after %d rows committed in %d parts", committed, len(parts))
     tick = ctx.progress(f"predicting with classifier_{state.best_iteration}", total)
-    written = 0
+    tick(committed)
+    batch_size = ctx.settings.training.predict_batch_size
+    window = PREDICT_WINDOW_BATCHES * batch_size
+    todo = islice(select_shard(data.stream(exclude=used), index, count), committed, None)
+    rows = predict_stream(clf, todo, batch_size=batch_size, window=window, should_stop=ctx.should_stop)
+    block: list[bytes] = []
+    for row in rows:
+        row["classifier"] = f"classifier_{state.best_iteration}"
+        block.append(jsonl_line(row).encode())
+        if len(block) == window:  # a whole window: commit it
+            parts.append(_commit_part(ctx.output, index, count, len(parts), block))
+            committed, block = committed + len(block), []
+            tick(window)
+    if block:
+        parts.append(_commit_part(ctx.output, index, count, len(parts), block))
+        committed += len(block)
+        tick(len(block))
+    if ctx.should_stop() and committed < total:
+        return  # the pipeline saves the state at this step: the re-run continues after the last part
     with ctx.output.open_write(layout.predictions(index, count)) as fh:
-        rows = predict_stream(clf, select_shard(data.stream(exclude=used), index, count),
-                              batch_size=ctx.settings.training.predict_batch_size)
-        for row in rows:
-            row["classifier"] = f"classifier_{state.best_iteration}"
-            fh.write(jsonl_line(row).encode())
-            written += 1
-            if written % 256 == 0:
-                tick(256)
-    tick(written % 256)
-    state.counters.predicted_chunks = written
+        for part in parts:
+            fh.write(ctx.output.read_bytes(part))
+    for part in parts:
+        ctx.output.delete(part)
+    state.counters.predicted_chunks = committed
+
+
+def _commit_part(output: Storage, index: int, count: int, n: int, lines: list[bytes]) -> str:
+    key = layout.prediction_part(index, count, n)
+    output.write_bytes(key, b"".join(lines))
+    return key
 
 
 def do_report(ctx: RunContext, data: RunData, state: State) -> None:

@@ -3,7 +3,9 @@
 Keys are relative posix paths ("runs/state.json") under a storage's root. Two backends:
 ``LocalStorage`` (atomic writes: temp file next to the target, then ``os.replace``) and ``S3Storage``
 (boto3 client injected; object bodies stream through smart-open, listing and conditional puts go
-through boto3). The file-like objects that ``open_read``/``open_write`` return live in
+through boto3). ``read_with_etag`` and ``replace_if`` are a compare-and-swap: a write that succeeds only if
+the object is still the version read (S3 ``PutObject`` with ``IfMatch``; locally a read-compare-rename under
+an ``flock`` of the folder). The file-like objects that ``open_read``/``open_write`` return live in
 ``core.storage.streams``. ``open_storage("s3://bucket/prefix" | "/some/dir")`` picks one.
 
 Library errors are translated at this edge: every library call runs inside ``s3_errors`` or ``local_errors``,
@@ -22,8 +24,11 @@ handler passes the endpoint in), and any knowledge of what the objects contain.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
+import fcntl
 import functools
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -54,6 +59,8 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...  # a missing key is fine
     def create_if_absent(self, key: str, data: bytes) -> bool: ...  # False: someone else created it first
+    def read_with_etag(self, key: str) -> tuple[bytes, str]: ...  # the body and a token of this version
+    def replace_if(self, key: str, etag: str, data: bytes) -> bool: ...  # False: changed or gone since ``etag``
     def open_read(self, key: str) -> BinaryIO: ...
     def open_write(self, key: str) -> BinaryIO: ...  # appears on close; an exception in ``with`` discards it
 
@@ -183,6 +190,27 @@ class LocalStorage(_TextMixin):
             finally:
                 tmp.unlink(missing_ok=True)
 
+    def read_with_etag(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        with local_errors(f"read {path}"), path.open("rb") as fh:
+            return _versioned(fh)
+
+    def replace_if(self, key: str, etag: str, data: bytes) -> bool:
+        path = self._path(key)
+        with local_errors(f"replace {path}"), _folder_lock(path.parent):
+            # Every replace_if on this folder waits here, so read-compare-rename is one step to the others;
+            # a plain write or create_if_absent never holds the lock, but neither races a lease that exists.
+            try:
+                with path.open("rb") as fh:
+                    _body, current = _versioned(fh)
+            except FileNotFoundError:
+                return False
+            if current != etag:
+                return False
+            with AtomicFile(path) as fh:
+                fh.write(data)
+            return True
+
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
         with local_errors(f"read {path}"):
@@ -199,6 +227,28 @@ class LocalStorage(_TextMixin):
 def _write_new(path: Path, data: bytes) -> None:
     with open_new(path) as fh:
         fh.write(data)
+
+
+def _versioned(fh: BinaryIO) -> tuple[bytes, str]:
+    """The body of an open file and its version token: content, inode and mtime of that very file.
+
+    Writes replace a file by renaming a new one into place, so every version has its own inode.
+    """
+    stat = os.fstat(fh.fileno())
+    body = fh.read()
+    token = hashlib.sha256(body + f"|{stat.st_ino}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    return body, token
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` itself, held across processes until the block ends."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _create_exclusive(path: Path, data: bytes) -> bool:
@@ -270,6 +320,19 @@ class S3Storage(_TextMixin):
             with s3_errors(f"create {self.uri(key)}"):
                 self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
         except AlreadyExists:
+            return False
+        return True
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str]:
+        with s3_errors(f"read {self.uri(key)}"):
+            reply = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return bytes(reply["Body"].read()), str(reply["ETag"])
+
+    def replace_if(self, key: str, etag: str, data: bytes) -> bool:
+        try:  # S3 conditional write: refused (412) unless the object still has this ETag, 404 if it is gone
+            with s3_errors(f"replace {self.uri(key)}"):
+                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=etag)
+        except (AlreadyExists, ObjectNotFound):
             return False
         return True
 
