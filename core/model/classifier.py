@@ -61,18 +61,15 @@ class Classifier:
         """Predicted label per text and an (n, len(classes)) probability array, both in input order.
 
         Texts are run shortest first so each batch pads little; results are put back in input order.
-        ``should_stop`` is asked before every batch; when it says so, ``Interrupted`` is raised (the texts'
-        results are not in input order until every batch has run, so there is nothing partial to return).
+        ``should_stop`` is asked before every batch: ``core.model.encoding.Interrupted`` when it says so.
         """
         probs = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
         if texts:
             try:
                 batches = shortest_first_batches(self._tokenizer, texts, self._max_length, self._truncation_type,
-                                                 batch_size)
+                                                 batch_size, should_stop)
                 with intra_op_threads(self._threads), torch.inference_mode():
                     for idx, batch in batches:
-                        if should_stop is not None and should_stop():
-                            raise Interrupted
                         logits = self._model(**batch).logits
                         probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
             except (RuntimeError, ValueError) as exc:
@@ -81,10 +78,6 @@ class Classifier:
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
         return self.predict_proba(texts, batch_size)[0]
-
-
-class Interrupted(Exception):  # noqa: N818 - a stop request, not an error: never leaves core.model.predict
-    """``predict_proba`` stopped before its last batch because ``should_stop`` said so."""
 
 
 def load_classifier(model_dir: Path, *, threads: int | None = None,

@@ -9,7 +9,7 @@ Does not: choose anything (``core.model.selection.representatives`` does), read 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,14 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, truncation_type: TruncationType,
-                threads: int | None = None, batch_size: int = 64) -> np.ndarray:
-    """An (n, hidden) float32 array of unit vectors, one per text, in input order."""
+                threads: int | None = None, batch_size: int = 64, should_stop: Callable[[], bool] | None = None,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """An (n, hidden) float32 array of unit vectors, one per text, in input order.
+
+    ``should_stop`` is asked before every batch, so a SIGTERM reaches a safe point within one batch however
+    many texts there are: ``core.model.encoding.Interrupted`` when it says so.
+    ``progress(k)`` is told each batch's size once it is embedded.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -40,11 +46,13 @@ def embed_texts(model_path: str, texts: Sequence[str], *, max_length: int, trunc
     if not texts:
         return out
     try:
-        batches = shortest_first_batches(tokenizer, texts, max_length, truncation_type, batch_size)
+        batches = shortest_first_batches(tokenizer, texts, max_length, truncation_type, batch_size, should_stop)
         with intra_op_threads(threads), torch.inference_mode():
             for idx, batch in batches:
                 hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
                 out[idx] = mean_pool(hidden, batch["attention_mask"]).numpy()
+                if progress is not None:
+                    progress(len(idx))
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"embedding texts with the base model failed: {exc}") from exc
     return out

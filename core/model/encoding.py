@@ -10,7 +10,7 @@ Does not: load or train a model (``core.model.training``, ``core.model.classifie
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,13 +77,25 @@ def pad_batch(tokenizer: Any, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
     return tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
 
 
+class Interrupted(Exception):
+    """``shortest_first_batches`` stopped before its last batch because ``should_stop`` said so; raised through
+    ``Classifier.predict_proba`` and ``core.model.embeddings.embed_texts`` to the caller that asked to stop."""
+
+
 def shortest_first_batches(tokenizer: Any, texts: Sequence[str], max_length: int, truncation_type: TruncationType,
-                           batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+                           batch_size: int, should_stop: Callable[[], bool] | None = None,
+                           ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """``(input positions, padded batch)`` for inference: encoded as for training, shortest first so batches
-    pad little; callers put results back in input order with the positions."""
+    pad little; callers put results back in input order with the positions.
+
+    ``should_stop`` is asked before every batch; when it says so, ``Interrupted`` is raised (the results are not
+    in input order until every batch has run, so there is nothing partial to hand back).
+    """
     seqs = encode(tokenizer, texts, max_length, truncation_type)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     for start in range(0, len(order), batch_size):
+        if should_stop is not None and should_stop():
+            raise Interrupted
         idx = order[start : start + batch_size]
         yield idx, pad_batch(tokenizer, [seqs[i] for i in idx])
 

@@ -17,7 +17,8 @@ from itertools import islice
 from typing import Any
 
 from core.errors import ConfigError, TrainingError
-from core.model.classifier import Classifier, Interrupted
+from core.model.classifier import Classifier
+from core.model.encoding import Interrupted
 from core.model.metrics import evaluate
 from core.schema import Chunk, Metrics
 

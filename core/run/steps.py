@@ -150,6 +150,8 @@ def do_label_test(ctx: RunContext, data: RunData, state: State) -> None:
 def do_label_train(ctx: RunContext, data: RunData, state: State) -> None:
     n = state.iteration
     new_ids = selected_ids(ctx, data, n)
+    if new_ids is None:
+        return  # stopped while choosing: the pipeline saves the state at this step, and the re-run chooses again
     all_ids = data.picked_until(n)
     labels = _label(ctx, data, all_ids, layout.TRAIN_LABELS, ctx.small, "train_labels")
     rows = [{"id": i, "text": data.chunks[i].text, "label": lab.label, "reason": lab.reason, "model": lab.model,
