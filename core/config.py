@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -173,6 +174,38 @@ class MetaDatagenSettings(_Section):
     meta_datagen_extras: list[str] = []
 
 
+# Per-model litellm parameters that choose where and how a call goes but not what it answers: left out of the config
+# fingerprint and of the response-cache key (moving a deployment to another region must not re-buy its labels).
+TRANSPORT_PARAMS = frozenset({
+    "api_version", "base_model", "aws_region_name", "aws_bedrock_runtime_endpoint", "aws_profile_name",
+    "aws_role_name", "aws_session_name", "vertex_project", "vertex_location", "organization", "extra_headers",
+    "timeout",
+})
+# What the job sets itself on every call: a per-model mapping may not override it.
+CALL_PARAMS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "logprobs",
+                         "response_format", "api_base", "base_url", "num_retries", "max_retries", "drop_params",
+                         "stream", "n"})
+# A credential in a per-model mapping would be written to the run's config dump; keys come from the environment.
+# ("budget_tokens", "max_tokens" are counts, not tokens of the secret kind.)
+_SECRET_NAME = re.compile(r"key|secret|password|credential|token(?!s)", re.IGNORECASE)
+
+
+def secret_names(params: Any, where: str) -> list[str]:
+    """Dotted names in a (nested) mapping that look like credentials.
+
+    >>> secret_names({"thinking": {"budget_tokens": 1024}, "aws_session_token": "x"}, "api.large_params")
+    ['api.large_params.aws_session_token']
+    """
+    found: list[str] = []
+    if isinstance(params, Mapping):
+        for name, value in params.items():
+            dotted = f"{where}.{name}"
+            if _SECRET_NAME.search(str(name)):
+                found.append(dotted)
+            found += secret_names(value, dotted)
+    return found
+
+
 class ApiSettings(_Section):
     large_model: NonEmptyStr = "openai/oracle-large"
     small_model: NonEmptyStr = "openai/oracle-small"
@@ -183,6 +216,26 @@ class ApiSettings(_Section):
     rules_max_tokens: Size = 1500
     large_api_key: SecretStr | None = None
     small_api_key: SecretStr | None = None
+    # Passed to litellm as they are, per model: reasoning_effort, thinking, api_version, aws_region_name, ...
+    large_params: dict[str, Any] = {}
+    small_params: dict[str, Any] = {}
+
+    @field_validator("large_params", "small_params", mode="before")
+    @classmethod
+    def _params_are_plain_options(cls, params: Any, info: ValidationInfo) -> Any:
+        if params is None:
+            return {}
+        if not isinstance(params, Mapping):
+            raise ValueError("must be a mapping of litellm parameters, e.g. {reasoning_effort: low}")
+        secrets = secret_names(params, f"api.{info.field_name}")
+        if secrets:
+            raise ValueError(f"{', '.join(secrets)} looks like a credential; set API keys through the environment "
+                             "(BOOTSTRAPPER_API__LARGE_API_KEY / the provider's own variable), never in the config")
+        ours = sorted(CALL_PARAMS & set(map(str, params)))
+        if ours:
+            raise ValueError(f"{', '.join(ours)} is set by the job itself (use api.max_tokens, api.temperature, "
+                             "api.*_base_url)")
+        return params
 
 
 class PathSettings(_Section):
@@ -260,9 +313,20 @@ NOT_FINGERPRINTED: dict[str, frozenset[str]] = {
 }
 
 
+def label_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-model parameters that can change a reply (all but ``TRANSPORT_PARAMS``).
+
+    >>> label_params({"reasoning_effort": "low", "api_version": "2024-10-21"})
+    {'reasoning_effort': 'low'}
+    """
+    return {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS}
+
+
 def config_fingerprint(settings: Settings) -> str:
     """Hex sha256 of the settings that shape labels, rules and models; equal for a resumable edit."""
     data = settings.model_dump(mode="json", exclude={k: set(v) for k, v in NOT_FINGERPRINTED.items()})
+    for name in ("large_params", "small_params"):
+        data["api"][name] = label_params(data["api"][name])
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -98,11 +98,23 @@ class AlreadyExists(StorageError):
 
 
 class LLMAuthError(PermanentError):
-    pass
+    """The provider cannot be called as configured (a rejected or missing key): the run stops."""
+
+
+class LLMSetupError(LLMAuthError):
+    """A provider SDK that litellm imports lazily is not installed: stops the run like a bad key, never retried."""
 
 
 class LLMBadRequest(PermanentError):
     pass
+
+
+class LLMParamRefused(LLMBadRequest):
+    """The provider refused an optional parameter (``param``, e.g. "logprobs"): ask again without it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class NoUsableChunks(PermanentError):

@@ -168,6 +168,9 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
             if state.step is not Step.DONE:
                 log.info("resuming at step %s (iteration %d)", state.step.value, state.iteration)
         limits = limits_of(ctx)
+        refusals = getattr(ctx.gateway, "refusals", None)
+        if refusals is not None:
+            refusals.merge(state.refused_params)
         while state.step is not Step.DONE:
             keeper.check()
             if ctx.should_stop():
@@ -180,6 +183,8 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
             finally:
                 ctx.ledger.flush()
             took = time.monotonic() - started
+            if refusals is not None:
+                state.refused_params = refusals.to_json()
             state.step_seconds[step.value] = round(state.step_seconds.get(step.value, 0.0) + took, 2)
             keeper.renew_now()  # LeaseLost if another runner took over: the state is theirs, never save over it
             if ctx.should_stop():

@@ -63,6 +63,7 @@ class Label:
     raw: str = ""
     error: str = ""
     retryable: bool = False  # failed only because the provider was unavailable: a resume tries again
+    length_retried: bool = False  # the first reply was cut off by the length limit; asked again with more room
 
     @property
     def ok(self) -> bool:
@@ -83,6 +84,7 @@ class Label:
             raw=d.get("raw", ""),
             error=d.get("error", ""),
             retryable=bool(d.get("retryable", False)),
+            length_retried=bool(d.get("length_retried", False)),
         )
 
 
@@ -99,6 +101,10 @@ class LLMReply:
     cost_known: bool  # False when the model is missing from litellm's cost map (cost_usd is then 0)
     logprobs: list[dict[str, Any]] | None = None  # [{"token": str, "logprob": float}, ...] when returned
     cached: bool = False  # served from the response cache: no money spent
+    finish_reason: str = ""  # "stop", "length" (cut off by max_tokens), ... as litellm reports it
+    cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache (part of tokens_in)
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic, Bedrock)
+    reasoning_tokens: int = 0  # hidden thinking (part of tokens_out)
     retried_errors: tuple[str, ...] = ()  # failed attempts before this reply (each one is a ledger line)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +133,9 @@ class CallRecord:
     cost_note: str = ""
     error: str = ""
     chunk_id: str = ""
+    cached_tokens: int = 0  # of tokens_in, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of tokens_in, written to it
+    finish_reason: str = ""  # "length": cut off by max_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

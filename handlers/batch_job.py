@@ -325,7 +325,7 @@ def report_job(config_uri: str, shards: int, environ: Mapping[str, str]) -> int:
 
     job = wiring.load_job(config_uri, environ)
     out = job.output_uri
-    ctx = wiring.build_context(job, recount=RECOUNT, trains=False)
+    ctx = wiring.build_context(job, recount=RECOUNT, trains=False, llm_calls=False)
     # Counting has no safe point to stop at and is quick to redo: leave at once and let Batch retry.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(EXIT_RETRY))
     _state, summary = refresh_report(ctx, shards, job_id=environ.get("AWS_BATCH_JOB_ID", ""))

@@ -47,6 +47,8 @@ def cmd_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from core.storage.backends import open_storage
 
     job = wiring.load_job(args.config, environ)
+    # The run's credential checks, so a plan that passes means the run will not stop for a missing key.
+    wiring.endpoints(job.settings, environ)
     result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client), None)
     print(format_plan(estimate(job.settings, result.chunks)))
     return 0
@@ -94,7 +96,8 @@ def cmd_predict(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError("--shard", f"expected I/N with 0 <= I < N, got {args.shard!r}") from None
-    ctx = wiring.build_context(wiring.load_job(args.config, environ), shard=(index, count), trains=False)
+    ctx = wiring.build_context(wiring.load_job(args.config, environ), shard=(index, count), trains=False,
+                               llm_calls=False)
     counters = predict_shard(ctx).counters
     precision = counters.predict_precision or {}
     print(f"shard {index}/{count}: {counters.predicted_chunks} chunks predicted"
@@ -108,7 +111,7 @@ def cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     job = wiring.load_job(args.config, environ)
     settings, out = job.settings, job.output_uri
-    ctx = wiring.build_context(job, trains=False)
+    ctx = wiring.build_context(job, trains=False, llm_calls=False)
     shards = args.shards or detect_shards(ctx.output, default=settings.training.predict_shards)
     _state, summary = refresh_report(ctx, shards)
     labels = ", ".join(f"{label} {n}" for label, n in summary.by_label.items()) or "none"

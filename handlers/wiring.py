@@ -12,14 +12,17 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.config import Settings, load_settings
 from core.errors import ConfigError
+from core.llm import providers
+from handlers.credentials import endpoints
 
 S3 = "s3://"
+log = logging.getLogger("bootstrapper")
 # Model strings of the local oracle server (oracle/), the stand-in for an LLM that the demo, tests and benchmarks
 # use; a run with one of them says in its report that its labels are human labels, not an LLM's.
 ORACLE_MODEL_PREFIX = "openai/oracle"
@@ -179,6 +182,7 @@ class Job:
     input_uri: str
     output_uri: str
     s3_client: Any = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # where provider keys are read
 
 
 def _s3_client_for(environ: Mapping[str, str], *uris: str) -> Any:
@@ -189,7 +193,7 @@ def load_job(config_uri: str, environ: Mapping[str, str]) -> Job:
     """The config at ``config_uri`` (local or s3://) with ``BOOTSTRAPPER_*`` overrides from ``environ``."""
     client = _s3_client_for(environ, config_uri)
     settings, inp, out = load_config(config_uri, environ, client)
-    return Job(settings, inp, out, client or _s3_client_for(environ, inp, out))
+    return Job(settings, inp, out, client or _s3_client_for(environ, inp, out), environ)
 
 
 def report_notes(models: tuple[str, str], output_uri: str, recount: str = "`bootstrapper report CONFIG`") -> Any:
@@ -215,27 +219,13 @@ def resolve_base_model(settings: Settings, work_dir: Path, s3_client: Any) -> st
     return str(local)
 
 
-def endpoints(settings: Settings) -> tuple[Any, Any]:
-    from core.llm.client import Endpoint
-
-    api = settings.api
-
-    def one(model: str, base_url: str | None, key: Any) -> Endpoint:
-        secret = key.get_secret_value() if key is not None else None
-        # OpenAI-compatible self-hosted servers (vLLM, llama.cpp, the oracle) want some key; any will do.
-        if secret is None and base_url:
-            secret = "not-needed"
-        return Endpoint(model=model, base_url=base_url, api_key=secret)
-
-    return (one(api.large_model, api.large_base_url, api.large_api_key),
-            one(api.small_model, api.small_base_url, api.small_api_key))
-
-
-def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[[], Any] | None) -> Any:
+def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[[], Any] | None,
+                   refusals: Any = None) -> Any:
     """Builds, inside a labeling worker process, the same gateway ``build_context`` builds, from scratch.
 
     A forked child must not use the parent's S3 client (its pooled sockets are shared across the fork), so
     an s3:// output needs ``new_s3_client``; without one, None (labeling stays in the job's process).
+    ``refusals``: the parent's ``ParamRefusals``; a forked child starts from a copy of what it knows then.
     """
     if output_uri.startswith(S3) and new_s3_client is None:
         return None
@@ -255,8 +245,11 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
         llm = LiteLLMClient(LLMOptions(concurrency_limit=concurrency, timeout_s=sysc.llm_timeout_s,
                                        max_retries=sysc.llm_max_retries))
         ledger = Ledger(out, layout.LEDGER, flush_interval_s=sysc.flush_interval_s)
-        return LabelWorker(chat=LLMGateway(llm, ResponseCache(out, layout.CACHE), ledger), storage=out,
-                           close=ledger.close)
+        from core.llm.capabilities import ParamRefusals
+
+        known = ParamRefusals(refusals.to_json() if refusals is not None else None)
+        return LabelWorker(chat=LLMGateway(llm, ResponseCache(out, layout.CACHE), ledger, refusals=known),
+                           storage=out, close=ledger.close)
 
     return make
 
@@ -264,8 +257,11 @@ def worker_factory(settings: Settings, output_uri: str, new_s3_client: Callable[
 def build_context(job: Job, *, should_stop: Callable[[], bool] = lambda: False, shard: tuple[int, int] = (0, 1),
                   progress: bool | None = None, new_s3_client: Callable[[], Any] | None = None,
                   settings: Settings | None = None, recount: str = "`bootstrapper report CONFIG`",
-                  trains: bool = True) -> Any:
+                  trains: bool = True, llm_calls: bool = True) -> Any:
     """The ``RunContext`` of ``job`` (with ``settings`` in place of the job's own, when given).
+
+    ``llm_calls``: the command may call an LLM, so each provider's credentials are checked now, before any
+    spend (a missing key is a ConfigError naming its variable). Predicting and reporting never call one.
 
     ``trains``: the run may train or embed, so an ``s3://`` base model is fetched now (a command that only
     predicts or reports with a trained classifier never needs it).
@@ -289,12 +285,17 @@ def build_context(job: Job, *, should_stop: Callable[[], bool] = lambda: False, 
                                    max_retries=sysc.llm_max_retries))
     ledger = Ledger(out, layout.LEDGER, flush_interval_s=sysc.flush_interval_s)
     gateway = LLMGateway(llm, ResponseCache(out, layout.CACHE), ledger)
-    large, small = endpoints(settings)
+    large, small = endpoints(settings, job.environ, check=llm_calls)
     modes = {e.model: llm.supports_response_format(e) for e in (large, small)}
+    if llm_calls:
+        for e in {large.model: large, small.model: small}.values():
+            form = providers.facts(e.model).form
+            log.info("structured output for %s: %s%s", e.model, modes[e.model],
+                     f" ({form})" if modes[e.model] == "json_schema" and form else "")
     ctx = RunContext(settings=settings, input=inp, output=out, gateway=gateway, ledger=ledger, large=large,
                      small=small, format_modes=modes, progress=progress_factory(progress),
                      should_stop=should_stop, shard=shard,
-                     worker_factory=worker_factory(settings, output_uri, new_s3_client),
+                     worker_factory=worker_factory(settings, output_uri, new_s3_client, gateway.refusals),
                      notes=report_notes((large.model, small.model), output_uri, recount))
     if trains:
         ctx.base_model = resolve_base_model(settings, ctx.work_dir, s3_client)

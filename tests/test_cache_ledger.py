@@ -244,6 +244,23 @@ def test_a_failed_flush_keeps_the_records(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- totals
 
 
+NO_CACHE = {"cached_tokens": 0, "cache_write_tokens": 0, "cache_saving_usd": 0.0, "cut_off": 0, "param_refused": 0}
+
+
+def test_totals_count_cached_tokens_cut_off_replies_and_refusals_apart() -> None:
+    def rec(outcome: str, **kw: Any) -> CallRecord:
+        return CallRecord(ts=0.0, stage="train_labels", model="anthropic/claude-haiku-4-5", cache_key="k",
+                          outcome=outcome, **kw)
+
+    t = totals([rec("ok", tokens_in=2000, tokens_out=20, cached_tokens=1500),
+                rec("ok", tokens_in=2000, tokens_out=400, cache_write_tokens=1500, finish_reason="length"),
+                rec("param_refused", error="LLMParamRefused: logprobs")])["overall"]
+    assert (t["cached_tokens"], t["cache_write_tokens"], t["cut_off"], t["param_refused"]) == (1500, 1500, 1, 1)
+    assert t["failures"] == 0, "a refused optional parameter is asked again at once: no failure"
+    # Haiku 4.5: $1/M input, $0.10/M cached read, $1.25/M cache write: 1500 * 0.9 - 1500 * 0.25 = 975 micro-$.
+    assert t["cache_saving_usd"] == pytest.approx(975e-6)
+
+
 def test_totals_per_model_per_stage_and_overall() -> None:
     records = [
         rec("rules", "big", "ok", tokens_in=1000, tokens_out=500, cost_usd=0.01),
@@ -258,10 +275,11 @@ def test_totals_per_model_per_stage_and_overall() -> None:
     ]
     t = totals(records)
     assert t["overall"] == {"calls": 9, "paid_calls": 4, "cache_hits": 2, "failures": 3, "tokens_in": 1600,
-                            "tokens_out": 535, "cost_usd": pytest.approx(0.012), "unknown_cost_models": ["small"]}
+                            "tokens_out": 535, "cost_usd": pytest.approx(0.012), "unknown_cost_models": ["small"],
+                            **NO_CACHE}
     assert t["by_model"]["big"] == {"calls": 4, "paid_calls": 2, "cache_hits": 1, "failures": 1,
                                     "tokens_in": 1200, "tokens_out": 510, "cost_usd": pytest.approx(0.012),
-                                    "unknown_cost_models": []}
+                                    "unknown_cost_models": [], **NO_CACHE}
     assert t["by_model"]["small"]["unknown_cost_models"] == ["small"]
     assert t["by_model"]["small"]["cost_usd"] == 0
     assert list(t["by_stage"]) == ["rules", "test_labels", "train_labels"]

@@ -331,6 +331,8 @@ FINGERPRINT_CASES: list[tuple[str, str, Any, bool]] = [
     ("api", "rules_max_tokens", 10, True),
     ("api", "large_api_key", "sk-other", False),
     ("api", "small_api_key", "sk-other", False),
+    ("api", "large_params", {"reasoning_effort": "low"}, True),  # can change every label
+    ("api", "small_params", {"api_version": "2024-10-21"}, False),  # only where the call goes
     ("path", "input", "s3://bucket/elsewhere", False),
     ("path", "output", "s3://bucket/out", False),
 ]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import core
-from core.errors import BootstrapperError, ConfigError, LLMRateLimited, NoUsableChunks, RetryableError
+from core.errors import BootstrapperError, ConfigError, LLMParamRefused, LLMRateLimited, NoUsableChunks, RetryableError
 from core.ingest.chunking import IngestResult
 from core.schema import SkippedInput
 
@@ -39,6 +39,7 @@ ARGS: dict[type[BootstrapperError], tuple[Any, ...]] = {
     ConfigError: ("training.truncation_type", "must be one of ('head', 'head-tail')"),
     LLMRateLimited: ("rate limited by model 'gpt-4o' (HTTP 429): slow down", 2.5),
     NoUsableChunks: ("every input was skipped", RESULT),
+    LLMParamRefused: ("Logprobs is not enabled for models/gemini-2.5-pro", "logprobs"),
 }
 
 

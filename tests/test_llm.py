@@ -197,7 +197,7 @@ def test_translate_error_by_table(exc: BaseException, expected: type[Exception],
 
 
 def test_every_table_row_is_ours_and_every_message_formats() -> None:
-    fields = {"where": "w", "http": "", "detail": "d", "name": "n", "hint": "h"}
+    fields = {"where": "w", "http": "", "detail": "d", "name": "n", "hint": "h", "module": "m", "install": "i"}
     for ours, message in litellm_errors().values():
         assert issubclass(ours, (LLMAuthError, LLMBadRequest, LLMRateLimited, LLMUnavailable))
         assert message.format(**fields)
@@ -234,7 +234,8 @@ def test_response_format_mode_table(
         pytest.param(Endpoint(MODEL, "http://127.0.0.1:9/v1"), "json_schema", id="oracle-with-base-url"),
         pytest.param(Endpoint("openai/gpt-4o-mini"), "json_schema", id="gpt-4o-mini"),
         pytest.param(Endpoint(MODEL), "json_object", id="unmapped-openai-no-base-url"),
-        pytest.param(Endpoint("ollama/llama3"), "json_object", id="ollama"),
+        # litellm sends Ollama a schema as its structured-output ``format``, so every Ollama model gets one.
+        pytest.param(Endpoint("ollama/llama3"), "json_schema", id="ollama"),
         pytest.param(Endpoint("nosuchprovider/model-x"), "none", id="unknown-provider"),
         pytest.param(Endpoint("totally-unknown-model"), "none", id="unknown-model"),
     ],

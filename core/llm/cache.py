@@ -1,8 +1,9 @@
 """Content-addressed cache of LLM replies, so a re-run or a resumed run never pays twice for one call.
 
 A call is identified by ``cache_key``: the sha256 of the canonical JSON of the model string, the messages
-and the parameters that change the reply (response_format, max_tokens, temperature, logprobs and, for a
-deliberate fresh retry, ``attempt``). The API key and base URL are not part of the key: rotating a key or
+and the parameters that change the reply (response_format, max_tokens, temperature, logprobs, the per-model
+parameters of the config that can change a reply, such as ``reasoning_effort``, and, for a deliberate fresh
+retry, ``attempt``). The API key and base URL are not part of the key: rotating a key or
 moving a proxy must not invalidate paid work, and a key must never be written anywhere.
 
 Each reply is one small JSON object at ``<prefix><key[:2]>/<key>.json``, written the moment it arrives, so a
@@ -54,23 +55,27 @@ def call_params(
     *,
     response_format: Any = None,
     max_tokens: int = 400,
-    temperature: float = 0.0,
+    temperature: float | None = 0.0,
     logprobs: bool = False,
     attempt: int = 0,
+    model_params: Any = None,
 ) -> dict[str, Any]:
     """The reply-shaping parameters of a call, as they enter the key.
 
     ``attempt`` is only present when > 0, so attempt 0 has the same key as a plain call and each fresh retry
-    of an unusable reply gets its own (still resumable) entry.
+    of an unusable reply gets its own (still resumable) entry; ``model_params`` only when there are some, so
+    a config without them keeps the keys it always had. ``temperature`` None: not sent (the model refused it).
     """
     if attempt < 0:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
     params: dict[str, Any] = {
         "response_format": response_format,
         "max_tokens": max_tokens,
-        "temperature": float(temperature),
+        "temperature": None if temperature is None else float(temperature),
         "logprobs": bool(logprobs),
     }
+    if model_params:
+        params["model_params"] = dict(model_params)
     if attempt:
         params["attempt"] = attempt
     return params
@@ -82,13 +87,14 @@ def request_key(
     *,
     response_format: Any = None,
     max_tokens: int = 400,
-    temperature: float = 0.0,
+    temperature: float | None = 0.0,
     logprobs: bool = False,
     attempt: int = 0,
+    model_params: Any = None,
 ) -> str:
     """``cache_key`` of a call given the same arguments as ``LLMGateway.chat``."""
     params = call_params(response_format=response_format, max_tokens=max_tokens, temperature=temperature,
-                         logprobs=logprobs, attempt=attempt)
+                         logprobs=logprobs, attempt=attempt, model_params=model_params)
     return cache_key(model, messages, params)
 
 

@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.errors import LLMRateLimited, LLMUnavailable, RetryableError, map_exceptions
+from core.errors import LLMBadRequest, LLMParamRefused, LLMRateLimited, LLMUnavailable, RetryableError, map_exceptions
+from core.llm import providers
+from core.llm.capabilities import OPTIONAL_PARAMS, refused_param
 from core.llm.litellm_edge import litellm_module, translate_error
 from core.schema import LLMReply
 
@@ -45,11 +47,21 @@ _OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "openai_like", "custom_
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send a chat call: a litellm model string, optional base URL and key."""
+    """Where to send a chat call: a litellm model string, optional base URL and key, and the per-model litellm
+    parameters of the config (``api.large_params``: ``reasoning_effort``, ``api_version``, ...), sent as they are.
+
+    ``label_params`` are the ones that can change a reply (part of the response-cache key); ``reasoning``: the
+    model thinks before answering, so it gets a larger completion budget; ``mark_cache``: its provider caches
+    only prompt prefixes marked with ``cache_control``.
+    """
 
     model: str
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label_params: Mapping[str, Any] = field(default_factory=dict)
+    reasoning: bool = False
+    mark_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class LLM(Protocol):
         *,
         response_format: dict[str, Any] | None = None,
         max_tokens: int = 400,
-        temperature: float = 0.0,
+        temperature: float | None = 0.0,
         logprobs: bool = False,
     ) -> LLMReply: ...
 
@@ -106,7 +118,8 @@ def backoff_delay(attempt: int, options: LLMOptions, rng: random.Random, retry_a
 
 
 def response_format_mode(
-    provider: str | None, has_base_url: bool, schema_supported: bool, params: list[str] | None
+    provider: str | None, has_base_url: bool, schema_supported: bool, params: list[str] | None,
+    provider_schema: bool = False,
 ) -> ResponseFormatMode:
     """The decision table behind ``LiteLLMClient.supports_response_format``.
 
@@ -115,19 +128,22 @@ def response_format_mode(
     ============================================  ===============
     provider unknown to litellm                    ``none``
     OpenAI-compatible provider + custom base_url   ``json_schema``  (vLLM, oracle, LM Studio)
+    litellm turns a schema into the provider's     ``json_schema``  (Azure, Anthropic, Bedrock, Gemini,
+    own form for any of its models                                   Vertex, Ollama: ``core.llm.providers``)
     litellm says the model supports schemas        ``json_schema``  (gpt-4o-mini, ...)
-    provider accepts ``response_format``           ``json_object``  (ollama, unmapped openai, ...)
-    anything else                                  ``none``
+    provider accepts ``response_format``           ``json_object``  (unmapped openai, ...)
+    anything else                                  ``none``         (prompt only)
     ============================================  ===============
 
     litellm's schema flag comes from its bundled model map, so a model served under a custom name (the
-    oracle's "openai/oracle-large", a vLLM deployment) is unknown there; the base_url row covers those.
+    oracle's "openai/oracle-large", a vLLM deployment, an Azure deployment) is unknown there; the base_url
+    and provider rows cover those.
     """
     if provider is None:
         return "none"
     if has_base_url and provider in _OPENAI_COMPATIBLE:
         return "json_schema"
-    if schema_supported:
+    if provider_schema or schema_supported:
         return "json_schema"
     if params is not None and "response_format" in params:
         return "json_object"
@@ -157,6 +173,37 @@ def _logprobs_of(choice: Any) -> list[dict[str, Any]] | None:
     return [{"token": _get(item, "token"), "logprob": float(_get(item, "logprob"))} for item in content]
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def usage_counts(usage: Any) -> dict[str, int]:
+    """Token counts from litellm's (OpenAI-shaped) usage, whatever the provider.
+
+    ``cached_tokens``: prompt tokens read from the provider's prompt cache (OpenAI, Azure and Gemini report
+    ``prompt_tokens_details.cached_tokens``; litellm also copies Anthropic's and Bedrock's
+    ``cache_read_input_tokens`` there). ``cache_write_tokens``: tokens written to it (Anthropic, Bedrock bill
+    them at a premium). ``reasoning_tokens``: hidden thinking, part of ``completion_tokens``.
+
+    >>> usage_counts({"prompt_tokens": 1200, "completion_tokens": 30,
+    ...               "prompt_tokens_details": {"cached_tokens": 1024}})["cached_tokens"]
+    1024
+    """
+    details = _get(usage, "prompt_tokens_details")
+    done = _get(usage, "completion_tokens_details")
+    return {
+        "tokens_in": _int(_get(usage, "prompt_tokens")),
+        "tokens_out": _int(_get(usage, "completion_tokens")),
+        "cached_tokens": _int(_get(details, "cached_tokens")) or _int(_get(usage, "cache_read_input_tokens")),
+        "cache_write_tokens": (_int(_get(usage, "cache_creation_input_tokens"))
+                               or _int(_get(details, "cache_creation_tokens"))),
+        "reasoning_tokens": _int(_get(done, "reasoning_tokens")),
+    }
+
+
 def _cost_of(response: Any) -> tuple[float, bool]:
     """litellm prices every response it returns (``_hidden_params["response_cost"]``, None when the model is
     not in its cost map); reuse that rather than pricing the response a second time, which costs ~1 ms."""
@@ -175,17 +222,16 @@ def _reply_from(response: Any, endpoint: Endpoint, latency_s: float) -> LLMReply
     if not getattr(response, "choices", None):
         raise LLMUnavailable(f"model {endpoint.model!r} sent a reply without choices")
     choice = response.choices[0]
-    usage = _get(response, "usage")
     cost, cost_known = _cost_of(response)
     return LLMReply(
         text=_get(_get(choice, "message"), "content") or "",
         model=endpoint.model,
-        tokens_in=int(_get(usage, "prompt_tokens") or 0),
-        tokens_out=int(_get(usage, "completion_tokens") or 0),
         latency_s=latency_s,
         cost_usd=cost,
         cost_known=cost_known,
         logprobs=_logprobs_of(choice),
+        finish_reason=str(_get(choice, "finish_reason") or ""),
+        **usage_counts(_get(response, "usage")),
     )
 
 
@@ -218,14 +264,14 @@ class LiteLLMClient:
         *,
         response_format: dict[str, Any] | None = None,
         max_tokens: int = 400,
-        temperature: float = 0.0,
+        temperature: float | None = 0.0,
         logprobs: bool = False,
     ) -> LLMReply:
         kwargs: dict[str, Any] = {
+            **endpoint.params,  # config-time validation keeps these off the keys set below
             "model": endpoint.model,
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": temperature,
             "timeout": self._options.timeout_s,
             # We retry ourselves (with Retry-After and our error split); litellm and the openai SDK
             # beneath it must not retry as well, or one call becomes up to 25 requests.
@@ -234,6 +280,8 @@ class LiteLLMClient:
             "drop_params": True,
             "max_retries": 0,
         }
+        if temperature is not None:  # None: the model takes only its default
+            kwargs["temperature"] = temperature
         if endpoint.base_url:
             kwargs["api_base"] = endpoint.base_url
         if endpoint.api_key:
@@ -263,10 +311,17 @@ class LiteLLMClient:
         # The slot is held for one attempt only, so a call waiting out a backoff frees it for others.
         async with self._semaphore():
             started = time.perf_counter()
-            with map_exceptions(lambda exc: translate_error(exc, _where(endpoint), endpoint.api_key)):
-                # httpx's timeout is per read, so a server that trickles bytes can outlast it; the
-                # wait_for is the hard wall.
-                response = await asyncio.wait_for(ll.acompletion(**kwargs), self._options.timeout_s)
+            try:
+                with map_exceptions(lambda exc: translate_error(exc, _where(endpoint), endpoint.api_key)):
+                    # httpx's timeout is per read, so a server that trickles bytes can outlast it; the
+                    # wait_for is the hard wall.
+                    response = await asyncio.wait_for(ll.acompletion(**kwargs), self._options.timeout_s)
+            except LLMBadRequest as err:
+                # A 400 naming an optional parameter we added: the caller asks again without it.
+                param = refused_param(str(err), [p for p in OPTIONAL_PARAMS if p in kwargs])
+                if param is None or isinstance(err, LLMParamRefused):
+                    raise
+                raise LLMParamRefused(str(err), param) from err
             return _reply_from(response, endpoint, time.perf_counter() - started)
 
     def supports_response_format(self, endpoint: Endpoint) -> str:
@@ -284,4 +339,5 @@ class LiteLLMClient:
             params = ll.get_supported_openai_params(model=endpoint.model, custom_llm_provider=provider)
         except Exception:  # noqa: BLE001
             params = None
-        return response_format_mode(provider, bool(endpoint.base_url), schema_ok, params)
+        provider_schema = providers.facts(endpoint.model).structured == "json_schema"
+        return response_format_mode(provider, bool(endpoint.base_url), schema_ok, params, provider_schema)

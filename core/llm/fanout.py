@@ -101,7 +101,9 @@ def _child(factory: WorkerFactory, share: int, endpoint: Any, prompt: LabelPromp
                                    should_stop=stop.is_set, **call_opts))
         finally:
             worker.close()
-        conn.send(("done", None))
+        # What the child's gateway learned a model refuses, for the parent to keep in the run's state.
+        refusals = getattr(worker.chat, "refusals", None)
+        conn.send(("done", refusals.to_json() if refusals is not None else {}))
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which raises it
         code = 1
         try:
@@ -131,9 +133,12 @@ def label_in_processes(
     flush_interval_s: float = 2.0,
     on_done: Callable[[Label], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    refusals: Any = None,
     **call_opts: Any,
 ) -> list[Label]:
     """Label ``chunks`` in ``processes`` children sharing ``workers`` concurrent calls; labels in finishing order.
+
+    ``refusals`` (a ``ParamRefusals``) gets what each child learned a model refuses.
 
     Raises the first child's error (an auth error, a storage failure) after stopping the others; a child that
     dies without a word (OOM, a signal) raises ``RetryableError``: what it recorded is on storage for a resume.
@@ -180,6 +185,8 @@ def label_in_processes(
                     results.append(label)
                     if on_done is not None:
                         on_done(label)
+                elif kind == "done" and payload and refusals is not None:
+                    refusals.merge(payload)
                 elif kind == "error":
                     reported.add(conn)
                     errors.append(payload)

@@ -8,6 +8,10 @@ decides whether a reply is usable (rules and labeling do, asking again with ``at
 distinct, equally resumable cache entry). Concurrent identical requests are made once: the second waits for
 the first and is then served from the cache.
 
+An optional parameter the provider refuses (``LLMParamRefused``: logprobs on Gemini, temperature on a
+reasoning model) is learned in ``refusals``, recorded as a ``param_refused`` line (a 400 is not billed and is
+no failed label), and the call is made once more without it; later calls leave it out from the start.
+
 Ledger error strings are scrubbed of the endpoint's API key and of anything shaped like one.
 """
 
@@ -19,14 +23,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import PermanentError, RetryableError
+import logging
+
+from core.errors import LLMParamRefused, PermanentError, RetryableError
 from core.llm.cache import ResponseCache, request_key
+from core.llm.capabilities import ParamRefusals
 from core.llm.client import LLM, Endpoint
 from core.llm.ledger import COST_UNKNOWN_NOTE, Ledger
 from core.llm.litellm_edge import scrub
 from core.schema import CallRecord, LLMReply
 
 MAX_ERROR_CHARS = 500
+log = logging.getLogger("bootstrapper")
 
 
 def ledger_error(exc: BaseException, api_key: str | None) -> str:
@@ -41,8 +49,9 @@ class LLMGateway:
     """Cached, ledgered chat calls over one ``LLM`` adapter."""
 
     def __init__(self, llm: LLM, cache: ResponseCache, ledger: Ledger, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, refusals: ParamRefusals | None = None) -> None:
         self._llm = llm
+        self.refusals = refusals if refusals is not None else ParamRefusals()
         self._cache = cache
         self._ledger = ledger
         self._clock = clock
@@ -58,7 +67,7 @@ class LLMGateway:
         messages: list[dict[str, Any]],
         response_format: dict[str, Any] | None = None,
         max_tokens: int = 400,
-        temperature: float = 0.0,
+        temperature: float | None = 0.0,
         logprobs: bool = False,
         attempt: int = 0,
     ) -> LLMReply:
@@ -67,8 +76,29 @@ class LLMGateway:
         ``attempt`` > 0 asks again with a different cache key (for a reply the caller could not use).
         Raises the adapter's ``RetryableError``/``PermanentError`` after recording it.
         """
+        # What the model refused before is left out, so the key is the one the successful call had.
+        logprobs = logprobs and self.refusals.allows(endpoint.model, "logprobs")
+        if not self.refusals.allows(endpoint.model, "temperature"):
+            temperature = None
+        try:
+            return await self._chat_once(stage=stage, chunk_id=chunk_id, endpoint=endpoint, messages=messages,
+                                         response_format=response_format, max_tokens=max_tokens,
+                                         temperature=temperature, logprobs=logprobs, attempt=attempt)
+        except LLMParamRefused as exc:
+            if self.refusals.learn(endpoint.model, exc.param):
+                log.warning("%s refused %r: asking again without it, and leaving it out for the rest of the run",
+                            endpoint.model, exc.param)
+            # Each refusal removes one of a handful of optional parameters, so this recursion is shallow.
+            return await self.chat(stage=stage, chunk_id=chunk_id, endpoint=endpoint, messages=messages,
+                                   response_format=response_format, max_tokens=max_tokens,
+                                   temperature=temperature, logprobs=logprobs, attempt=attempt)
+
+    async def _chat_once(self, *, stage: str, chunk_id: str, endpoint: Endpoint, messages: list[dict[str, Any]],
+                         response_format: dict[str, Any] | None, max_tokens: int, temperature: float | None,
+                         logprobs: bool, attempt: int) -> LLMReply:
         key = request_key(endpoint.model, messages, response_format=response_format, max_tokens=max_tokens,
-                          temperature=temperature, logprobs=logprobs, attempt=attempt)
+                          temperature=temperature, logprobs=logprobs, attempt=attempt,
+                          model_params=endpoint.label_params)
         entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
@@ -89,14 +119,15 @@ class LLMGateway:
 
     async def _call(self, key: str, *, stage: str, chunk_id: str, endpoint: Endpoint,
                     messages: list[dict[str, Any]], response_format: dict[str, Any] | None,
-                    max_tokens: int, temperature: float, logprobs: bool) -> LLMReply:
+                    max_tokens: int, temperature: float | None, logprobs: bool) -> LLMReply:
         started = time.monotonic()
         try:
             reply = await self._llm.chat(endpoint, messages, response_format=response_format,
                                          max_tokens=max_tokens, temperature=temperature, logprobs=logprobs)
         except (RetryableError, PermanentError) as exc:
             self._record_retries(key, stage, endpoint, chunk_id, getattr(exc, "attempt_errors", ()))
-            outcome = "retryable_error" if isinstance(exc, RetryableError) else "permanent_error"
+            outcome = ("param_refused" if isinstance(exc, LLMParamRefused)
+                       else "retryable_error" if isinstance(exc, RetryableError) else "permanent_error")
             self._ledger.record(CallRecord(
                 ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key, outcome=outcome,
                 latency_s=round(time.monotonic() - started, 4),
@@ -113,7 +144,8 @@ class LLMGateway:
                 ts=self._clock(), stage=stage, model=endpoint.model, cache_key=key, outcome="ok",
                 tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, latency_s=reply.latency_s,
                 cost_usd=reply.cost_usd, cost_note="" if reply.cost_known else COST_UNKNOWN_NOTE,
-                chunk_id=chunk_id,
+                chunk_id=chunk_id, cached_tokens=reply.cached_tokens, cache_write_tokens=reply.cache_write_tokens,
+                finish_reason=reply.finish_reason,
             ))
         return dataclasses.replace(reply, cached=False)
 
@@ -151,7 +183,8 @@ class LLMGateway:
                 tokens_out=reply.tokens_out, latency_s=reply.latency_s, cost_usd=reply.cost_usd,
                 cost_note="recovered from the response cache after an interrupted run"
                 + ("" if reply.cost_known else "; " + COST_UNKNOWN_NOTE),
-                chunk_id=str(meta.get("chunk_id", "")),
+                chunk_id=str(meta.get("chunk_id", "")), cached_tokens=reply.cached_tokens,
+                cache_write_tokens=reply.cache_write_tokens, finish_reason=reply.finish_reason,
             ))
             recovered += 1
         self._ledger.flush()

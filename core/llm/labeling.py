@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import LLMAuthError, PermanentError, RetryableError
+from core.llm.capabilities import larger_budget
 from core.llm.client import label_schema
 from core.llm.rules import Chat
 from core.schema import Chunk, Label, LLMReply
@@ -38,6 +39,9 @@ class LabelPrompt:
     classes: list[str]
     rules: str
     format_mode: str  # one of FORMAT_MODES
+    # The provider caches only prefixes marked with cache_control (Anthropic; litellm makes it a Bedrock
+    # cachePoint): the system message, the same for every chunk, is marked.
+    mark_cache: bool = False
 
     def system_message(self) -> str:
         listed = "\n".join(f"- {c}" for c in self.classes)
@@ -55,9 +59,12 @@ class LabelPrompt:
             f"{answer}"
         )
 
-    def messages(self, text: str) -> list[dict[str, str]]:
+    def messages(self, text: str) -> list[dict[str, Any]]:
+        system: Any = self.system_message()
+        if self.mark_cache:
+            system = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         return [
-            {"role": "system", "content": self.system_message()},
+            {"role": "system", "content": system},
             {"role": "user", "content": f"<text>\n{text}\n</text>"},
         ]
 
@@ -155,9 +162,14 @@ def label_confidence(reply: LLMReply, label: str) -> float | None:
 
 async def label_chunk(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunk: Chunk, *, stage: str,
                       max_tokens: int = 400, temperature: float = 0.0, logprobs: bool = False) -> Label:
-    """Label one chunk. Raises only ``LLMAuthError`` (which must stop the run)."""
+    """Label one chunk. Raises only ``LLMAuthError`` (which must stop the run).
+
+    A reply that names no class is asked once more; when it was cut off by the length limit (a reasoning
+    model that spent the budget thinking), the second ask gets a larger budget (``larger_budget``).
+    """
     messages = prompt.messages(chunk.text)
     raw = ""
+    length_retried = False
     for attempt in range(2):
         try:
             reply = await chat.chat(stage=stage, chunk_id=chunk.id, endpoint=endpoint, messages=messages,
@@ -174,9 +186,14 @@ async def label_chunk(chat: Chat, endpoint: Any, prompt: LabelPrompt, chunk: Chu
         label, reason = parse_reply(reply.text, prompt.classes)
         if label is not None:
             return Label(chunk.id, label, "ok", endpoint.model, reason=reason,
-                         confidence=label_confidence(reply, label))
-    return Label(chunk.id, None, "failed", endpoint.model, raw=raw[:2000],
-                 error="reply names no class (after one retry)")
+                         confidence=label_confidence(reply, label), length_retried=length_retried)
+        if reply.finish_reason == "length" and attempt == 0:
+            log.debug("%s: reply to %s cut off at %d tokens with no label; asking again with %d", endpoint.model,
+                     chunk.id, max_tokens, larger_budget(max_tokens))
+            max_tokens, length_retried = larger_budget(max_tokens), True
+    return Label(chunk.id, None, "failed", endpoint.model, raw=raw[:2000], length_retried=length_retried,
+                 error="reply names no class (after one retry)"
+                 + (", cut off by the length limit both times" if length_retried else ""))
 
 
 def load_labels(storage: Any, prefix: str) -> dict[str, Label]:

@@ -29,6 +29,7 @@ from core.errors import (
     LLMAuthError,
     LLMBadRequest,
     LLMRateLimited,
+    LLMSetupError,
     LLMUnavailable,
     causes,
     lookup,
@@ -39,14 +40,16 @@ OFFLINE_SWITCHES = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MOD
 
 _MAX_DETAIL_CHARS = 500
 _KEY_HINT = (
-    "check the API key: config fields api.large_api_key / api.small_api_key, set only through the "
-    "environment variables BOOTSTRAPPER_API__LARGE_API_KEY / BOOTSTRAPPER_API__SMALL_API_KEY "
-    "(when neither is set, litellm falls back to the provider's own variable, e.g. OPENAI_API_KEY)"
+    "check the API key: the provider's own variable (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, "
+    "AZURE_API_KEY, ...; AWS credentials for Bedrock), or config fields api.large_api_key / api.small_api_key, "
+    "set only through BOOTSTRAPPER_API__LARGE_API_KEY / BOOTSTRAPPER_API__SMALL_API_KEY, which take precedence"
 )
 _SECRET_PATTERN = re.compile(r"\b(sk-|Bearer\s+|api[_-]?key[=:]\s*)[^\s'\",}]+", re.IGNORECASE)
 
 # The rows of litellm_errors() for failures litellm gives no class of their own (see _row).
 _NO_KEY, _NOT_BUILT, _SERVER_FAULT, _OTHER = "no API key", "request not built", "HTTP 5xx or 408", "other"
+_NO_SDK = "provider SDK not installed"
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 Row = tuple[type[BootstrapperError], str]
 
@@ -83,6 +86,9 @@ def litellm_errors() -> dict[type[BaseException] | str, Row]:
         # server error, which would make a missing key look retryable.
         _NO_KEY: (LLMAuthError, "no request sent to {where}: no API key configured; {hint}. ({detail})"),
         _NOT_BUILT: (LLMBadRequest, "the request to {where} could not be built: {detail}"),
+        # litellm imports some provider SDKs lazily and wraps the ImportError as a connection error, which
+        # would be retried as if the provider were down.
+        _NO_SDK: (LLMSetupError, "no request sent to {where}: the package {module} is not installed; {install}"),
         ll.RateLimitError: (LLMRateLimited, "rate limited by {where}{http}: {detail}"),
         ll.AuthenticationError: rejected_key,
         ll.PermissionDeniedError: rejected_key,
@@ -108,8 +114,11 @@ def translate_error(exc: BaseException, where: str, secret: str | None = None) -
     reaches the message.
     """
     status = _status_of(exc)
-    ours, message = _row(exc, status)
+    missing = missing_module(exc)
+    ours, message = litellm_errors()[_NO_SDK] if missing else _row(exc, status)
     text = message.format(
+        module=missing or "",
+        install=install_hint(missing or ""),
         where=scrub(where, secret),
         http=f" (HTTP {status})" if status is not None else "",
         detail=scrub(str(exc) or type(exc).__name__, secret)[:_MAX_DETAIL_CHARS],
@@ -133,6 +142,36 @@ def _row(exc: BaseException, status: int | None) -> Row:
     if row is not None:
         return row
     return table[_SERVER_FAULT if status is not None and (status >= 500 or status == 408) else _OTHER]
+
+
+def missing_module(exc: BaseException) -> str | None:
+    """The module a failed lazy import named, anywhere in the exception's chain or message.
+
+    >>> missing_module(RuntimeError("litellm.APIConnectionError: No module named 'google'"))
+    'google'
+    """
+    for cause in causes(exc):
+        if isinstance(cause, ImportError) and getattr(cause, "name", None):
+            return str(cause.name)
+        found = _MISSING_MODULE.search(str(cause))
+        if found:
+            return found.group(1)
+    return None
+
+
+# The top-level modules litellm imports lazily for a provider family, and the extra that installs each.
+SDK_EXTRAS: dict[str, str] = {"google": "vertex", "vertexai": "vertex"}
+
+
+def install_hint(module: str) -> str:
+    """The pip command that installs the SDK ``module`` belongs to.
+
+    >>> install_hint("google.auth")
+    "pip install 'classifier-bootstrapper[vertex]'"
+    """
+    top = module.split(".")[0]
+    extra = SDK_EXTRAS.get(top)
+    return f"pip install 'classifier-bootstrapper[{extra}]'" if extra else f"pip install {top}"
 
 
 def scrub(text: str, secret: str | None) -> str:

@@ -97,6 +97,9 @@ class State:
     status: str = "running"  # running | done
     counters: Counters = field(default_factory=Counters)
     step_seconds: dict[str, float] = field(default_factory=dict)
+    # Optional parameters each model refused with a 400 (core.llm.capabilities.ParamRefusals.to_json()): a resumed
+    # run leaves them out from its first call.
+    refused_params: dict[str, list[str]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

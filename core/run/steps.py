@@ -22,6 +22,7 @@ from core.config import Settings
 from core.errors import NoUsableChunks, TrainingError
 from core.ingest import chunking
 from core.llm import fanout, labeling, rules
+from core.llm.capabilities import completion_budget
 from core.llm.client import Endpoint
 from core.run import layout, reporting
 from core.run.context import RunContext, classifier_dir, train_config
@@ -88,7 +89,9 @@ def do_rules(ctx: RunContext, data: RunData, _state: State) -> None:
     samples = data.texts(data.splits["train"][:5])
     result = asyncio.run(rules.create_rules(ctx.gateway, ctx.large, s.classification.classes,
                                             s.classification.desc, samples,
-                                            max_tokens=s.api.rules_max_tokens, temperature=s.api.temperature))
+                                            max_tokens=completion_budget(s.api.rules_max_tokens, ctx.large.reasoning,
+                                                                         ctx.large.params),
+                                            temperature=s.api.temperature))
     ctx.output.write_text(layout.RULES, json.dumps({"text": result.text, "messages": result.messages,
                                                     "model": result.reply.model}))
     ctx.output.write_text(layout.RULES_YAML, rules.rules_generation_yaml(result))
@@ -96,7 +99,8 @@ def do_rules(ctx: RunContext, data: RunData, _state: State) -> None:
 
 def label_prompt(ctx: RunContext, data: RunData, endpoint: Endpoint) -> labeling.LabelPrompt:
     mode = ctx.format_modes.get(endpoint.model, "none")
-    return labeling.LabelPrompt(ctx.settings.classification.classes, data.rules_text(), mode)
+    return labeling.LabelPrompt(ctx.settings.classification.classes, data.rules_text(), mode,
+                                mark_cache=endpoint.mark_cache)
 
 
 def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint: Endpoint,
@@ -108,7 +112,10 @@ def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint
         todo = [data.chunks[i] for i in todo_ids]
         s = ctx.settings
         tick = ctx.progress(f"labeling {stage} ({endpoint.model})", len(todo))
-        opts: dict[str, Any] = {"max_tokens": s.api.max_tokens, "temperature": s.api.temperature, "logprobs": True}
+        # logprobs give each label its confidence; a model that refuses them is asked without (the gateway
+        # learns that once per run). A reasoning model's budget leaves room for its thinking.
+        budget = completion_budget(s.api.max_tokens, endpoint.reasoning, endpoint.params)
+        opts: dict[str, Any] = {"max_tokens": budget, "temperature": s.api.temperature, "logprobs": True}
         prompt = label_prompt(ctx, data, endpoint)
         processes = fanout.plan_processes(len(todo), s.system.label_processes, s.system.concurrency_limit)
         if processes > 1 and ctx.worker_factory is not None:
@@ -118,7 +125,7 @@ def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint
                 ctx.worker_factory, endpoint, prompt, todo, stage=stage, prefix=prefix,
                 processes=processes, workers=s.system.concurrency_limit,
                 flush_interval_s=s.system.flush_interval_s, on_done=lambda _l: tick(1),
-                should_stop=ctx.should_stop, **opts)
+                should_stop=ctx.should_stop, refusals=getattr(ctx.gateway, "refusals", None), **opts)
         else:
             sink = LogWriter(ctx.output, prefix, flush_interval_s=s.system.flush_interval_s)
             results = asyncio.run(labeling.label_many(
