@@ -115,7 +115,8 @@ def test_in_process_prediction_is_counted_by_the_report_step(tmp_path: Path) -> 
     state.step, state.status = Step.REPORT, "running"  # PREDICT has just written predictions.jsonl
     save_state(done.output, state)
     done.write_shard(0, 1)
-    outcome = run(wiring.build_context(wiring.load_job(str(done.config), {})))
+    # The run only reports (no model is called), but run checks credentials first: the oracle needs none.
+    outcome = run(wiring.build_context(wiring.load_job(str(done.config), {}), llm_calls=False))
     counted = outcome.state.counters.predictions
     assert outcome.state.step is Step.DONE and counted["status"] == "complete" and counted["shards"] == 1
     assert counted["by_label"] == done.expected_by_label() and counted["predicted"] == len(done.remaining)
