@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,11 +57,11 @@ from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 from tests.fixtures.s3_server import free_port
 from tests.pipeline_helpers import (
-    REPO,
     cli_env,
     job_config,
     run_with_failing_step,
     sample_rows,
+    start_batch_job,
     wait_for,
     write_yaml,
 )
@@ -422,10 +420,7 @@ def _upload_job(s3_client: Any, bucket: str, name: str, model_path: Path, n_rows
     return f"s3://{bucket}/jobs/{name}/config.yaml"
 
 
-def _entry(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "handlers.batch_job", *args], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+_entry = start_batch_job
 
 
 def _finish(args: list[str], env: dict[str, str], log: Path, timeout: float = 600) -> int:
