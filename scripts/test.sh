@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite, slow tests included. Extra args go to pytest,
-# e.g. `bash scripts/test.sh -m "not slow"` for the fast subset.
+# e.g. `bash scripts/test.sh -m "not slow"` for the fast subset. Soak tests (the 20-moment SIGTERM run) are
+# skipped unless BOOTSTRAPPER_SOAK=1: run them before a release with `BOOTSTRAPPER_SOAK=1 bash scripts/test.sh -m soak`.
 # The tests start their own services: moto's S3 server and the oracle LLM server, each as a process.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -88,9 +88,18 @@ def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subproces
 
 
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return _start(["handlers.cli", "--json-logs", *args], env, log)
+
+
+def start_batch_job(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m handlers.batch_job ARGS``, the container's entry point (JSON log lines, exit 3 on a stop)."""
+    return _start(["handlers.batch_job", *args], env, log)
+
+
+def _start(module_args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "handlers.cli", "--json-logs", *args], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", *module_args], cwd=REPO, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
 
 
 def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 300,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,11 +57,11 @@ from tests.batch_helpers import BatchTarget, create_batch_target, jobs_in, moto_
 from tests.fixtures.llm_server import OracleHandle, shared_data_dir
 from tests.fixtures.s3_server import free_port
 from tests.pipeline_helpers import (
-    REPO,
     cli_env,
     job_config,
     run_with_failing_step,
     sample_rows,
+    start_batch_job,
     wait_for,
     write_yaml,
 )
@@ -422,10 +420,7 @@ def _upload_job(s3_client: Any, bucket: str, name: str, model_path: Path, n_rows
     return f"s3://{bucket}/jobs/{name}/config.yaml"
 
 
-def _entry(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "handlers.batch_job", *args], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+_entry = start_batch_job
 
 
 def _finish(args: list[str], env: dict[str, str], log: Path, timeout: float = 600) -> int:
@@ -434,6 +429,13 @@ def _finish(args: list[str], env: dict[str, str], log: Path, timeout: float = 60
 
 def _state(out: Any) -> dict[str, Any]:
     return json.loads(out.read_text("state.json"))
+
+
+def _at_step(out: Any, step: str) -> bool:
+    try:
+        return _state(out)["step"] == step
+    except ObjectNotFound:  # not started yet
+        return False
 
 
 def _at_label_test_with_labels(out: Any) -> bool:
@@ -486,6 +488,84 @@ def test_sigterm_exits_3_and_the_retry_resumes_to_the_end(
     assert json.loads(out.read_text("metrics.json"))["predictions"] == counted
     assert "100 of the 100 chunks the loop left unlabeled were predicted." in out.read_text("report.md")
     assert sms_oracle.stats(prompts=False)["repeated_ok_prompts"] <= 4, "at most the calls in flight at SIGTERM"
+
+
+def _json_lines(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_and_mid_prediction_exits_3_and_the_retry_resumes_both(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
+        s3_bucket: str) -> None:
+    """Through ``main`` (the container's entry point): a SIGTERM after an epoch's checkpoint, then one after a
+    committed prediction part, each exits 3 within Batch's 30 s with the work kept in the bucket; the retry
+    continues from the checkpoint and after the last part, to exactly one prediction per remaining chunk."""
+    import time
+
+    config_uri = _upload_job(s3_client, s3_bucket, "stops", tiny_bert_dir, 400, training__max_iters=1,
+                             training__test_set_size=30, training__train_set_size=50, training__epochs=4,
+                             training__batch_size=4, training__predict_batch_size=1,
+                             training__predict_precision="fp32")
+    out = open_storage(f"s3://{s3_bucket}/jobs/stops/output", s3_client=s3_client)
+    env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "job-5"})
+    log = tmp_path / "attempts.log"
+    # (step, the work an attempt keeps there: once it exists, the stop comes mid-step)
+    moments = [("train", lambda: bool(list(out.list("checkpoints/classifier_1/")))),
+               ("predict", lambda: bool(list(out.list("predicting/"))))]
+    for step, kept in moments:
+        attempt = _entry(["run", config_uri], env, log)
+        assert wait_for(kept, attempt, poll=0.05), log.read_text()[-3000:]
+        sent = time.monotonic()
+        attempt.send_signal(signal.SIGTERM)
+        assert attempt.wait(timeout=60) == EXIT_RETRY, log.read_text()[-3000:]
+        assert time.monotonic() - sent < 30, f"{step}: Batch sends SIGKILL 30 s after SIGTERM"
+        stopped = _state(out)
+        assert stopped["step"] == step and stopped["status"] == "running"
+        assert not out.exists("lease.json")
+        assert kept(), f"{step}: the stopped attempt's work stays for the retry"
+    assert not out.exists("classifiers/final_classifier_output/predictions.jsonl"), "stopped before the last part"
+    assert _finish(["run", config_uri], env, log) == EXIT_OK, log.read_text()[-3000:]
+    messages = [x["message"] for x in _json_lines(log)]
+    assert any("training resumed from its checkpoint" in m for m in messages)
+    assert any("prediction resumes after" in m for m in messages)
+    ids = [json.loads(line)["id"] for line in
+           out.read_text("classifiers/final_classifier_output/predictions.jsonl").splitlines()]
+    assert len(ids) == len(set(ids)) == 400 - 30 - 50
+    assert not list(out.list("predicting/")) and not list(out.list("checkpoints/"))
+
+
+@pytest.mark.slow
+def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_state_write(
+        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
+        s3_bucket: str) -> None:
+    """A runner frozen past its lease's TTL (a paused container, a network partition) finds on waking that
+    another runner took the lease over, by the same conditional write a real one uses: it exits 3 through
+    ``main`` without writing state.json again and leaves the new owner's lease alone."""
+    import os
+    import time
+
+    from core.run.lease import Lease, acquire_lease
+
+    config_uri = _upload_job(s3_client, s3_bucket, "stolen", tiny_bert_dir, 240, training__max_iters=1,
+                             training__epochs=6, system__lease_ttl_s=3)
+    out = open_storage(f"s3://{s3_bucket}/jobs/stolen/output", s3_client=s3_client)
+    env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "job-6"})
+    log = tmp_path / "attempt.log"
+    first = _entry(["run", config_uri], env, log)
+    assert wait_for(lambda: _at_step(out, "train"), first, poll=0.05), log.read_text()[-3000:]
+    first.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3.5)  # past the TTL: the frozen runner's lease is stale
+        thief = Lease.new(900, pid=os.getpid(), job_id="job-7")
+        acquire_lease(out, thief, pid_alive=lambda _pid: True)  # raises LeaseHeld unless it took the lease over
+        before = out.read_bytes("state.json")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=60) == EXIT_RETRY, log.read_text()[-3000:]
+    assert out.read_bytes("state.json") == before, "no state written after the lease was lost"
+    assert json.loads(out.read_text("lease.json"))["owner"] == thief.owner, "the new owner's lease is left alone"
+    assert any(x["level"] == "ERROR" and x["message"].startswith("LeaseLost") for x in _json_lines(log))
 
 
 @pytest.mark.slow

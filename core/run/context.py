@@ -25,6 +25,7 @@ from core.run import layout
 from core.storage.backends import Storage, download_dir
 
 if TYPE_CHECKING:  # torch loads only for the steps that train or predict
+    from core.model.classifier import Classifier
     from core.model.training import TrainConfig
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -63,6 +64,14 @@ def classifier_dir(ctx: RunContext, n: int) -> Path:
     if not (local / "config.json").exists():
         download_dir(ctx.output, layout.classifier(n), local)
     return local
+
+
+def load_run_classifier(ctx: RunContext, n: int) -> Classifier:
+    """Classifier ``n`` at float32, scoring with ``system.torch_threads`` threads as every torch step of a run does
+    (torch's default is one per core: on a shared or busy machine that runs tiny batches many times slower)."""
+    from core.model.classifier import load_classifier
+
+    return load_classifier(classifier_dir(ctx, n), threads=ctx.settings.system.torch_threads)
 
 
 def train_config(ctx: RunContext) -> TrainConfig:

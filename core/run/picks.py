@@ -16,7 +16,7 @@ import json
 import logging
 
 from core.run import layout
-from core.run.context import RunContext, classifier_dir, train_config
+from core.run.context import RunContext, load_run_classifier, train_config
 from core.run.data import RunData
 from core.storage.jsonl_log import read_jsonl
 
@@ -88,11 +88,10 @@ def _representatives(ctx: RunContext, data: RunData, candidates: list[str], k: i
 def _select_with_classifier(ctx: RunContext, data: RunData, previous: int, candidates: list[str], k: int,
                             strategy: str) -> list[str]:
     from core.model import selection
-    from core.model.classifier import load_classifier
 
     classes = ctx.settings.classification.classes
     texts = data.texts(candidates)
-    clf = load_classifier(classifier_dir(ctx, previous))
+    clf = load_run_classifier(ctx, previous)
     _, probs = clf.predict_proba(texts, batch_size=ctx.settings.training.predict_batch_size,
                                  should_stop=ctx.should_stop)
     counts: dict[str, int] = {}

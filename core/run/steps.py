@@ -25,7 +25,7 @@ from core.llm import fanout, labeling, rules
 from core.llm.capabilities import completion_budget
 from core.llm.client import Endpoint
 from core.run import layout, reporting
-from core.run.context import RunContext, classifier_dir, train_config
+from core.run.context import RunContext, load_run_classifier, train_config
 from core.run.data import RunData, gold_label
 from core.run.picks import selected_ids
 from core.run.splits import split_ids, test_size_for
@@ -227,7 +227,6 @@ def _test_labels(ctx: RunContext, data: RunData) -> tuple[list[str], dict[str, s
 
 
 def do_evaluate(ctx: RunContext, data: RunData, state: State) -> None:
-    from core.model.classifier import load_classifier
     from core.model.metrics import evaluate
     from core.run.state import best_iteration
 
@@ -235,7 +234,7 @@ def do_evaluate(ctx: RunContext, data: RunData, state: State) -> None:
     classes = ctx.settings.classification.classes
     ids, test = _test_labels(ctx, data)
     chunks = data.subset(ids)
-    clf = load_classifier(classifier_dir(ctx, n))
+    clf = load_run_classifier(ctx, n)
     predicted, _ = clf.predict_proba([chunks[i].text for i in ids],
                                      batch_size=ctx.settings.training.predict_batch_size)
     it = state.current()
@@ -286,13 +285,12 @@ def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
     """
     from itertools import islice
 
-    from core.model.classifier import load_classifier
     from core.model.predict import predict_stream, select_shard, shard_of
 
     if state.best_iteration is None:
         raise TrainingError("no evaluated classifier to predict with")
     index, count = ctx.shard
-    clf = load_classifier(classifier_dir(ctx, state.best_iteration), threads=ctx.settings.system.torch_threads)
+    clf = load_run_classifier(ctx, state.best_iteration)
     best = next(it for it in state.iterations if it.n == state.best_iteration)
     clf, state.counters.predict_precision = _checked_precision(ctx, data, clf, best)
     used = data.used_ids()
