@@ -20,11 +20,12 @@ from core.errors import ConfigError
 from core.llm.cache import ResponseCache
 from core.llm.client import LiteLLMClient, LLMOptions
 from core.llm.gateway import LLMGateway
-from core.llm.labeling import LabelPrompt, label_chunk
+from core.llm.labeling import LabelPrompt, label_chunk, label_many
 from core.llm.ledger import Ledger, totals
 from core.llm.providers import PLACEHOLDER_KEY
 from core.schema import Chunk
 from core.storage.backends import LocalStorage
+from core.storage.jsonl_log import LogWriter
 from handlers.credentials import endpoints
 from oracle.process import OracleHandle
 from tests.fixtures.llm_server import shared_data_dir
@@ -119,6 +120,24 @@ def test_a_logprobs_refusal_is_learned_and_costs_no_label(oracle_server: StartOr
     t = totals(ledger.load_all())["overall"]
     assert (t["param_refused"], t["failures"], t["paid_calls"]) == (1, 0, 3)
     assert handle.stats(prompts=False)["logprobs_requests"] == 1, "after the refusal, logprobs are left out"
+
+
+def test_concurrent_workers_meet_a_refusal_once(oracle_server: StartOracle, tmp_path: Path) -> None:
+    # Found running the CLI with 50 workers: every call in flight carried logprobs and got its own 400.
+    handle = oracle_server(shared_data_dir() / "sms_spam.jsonl", protocol="gemini", api_key="g-oracle",
+                           refuse_logprobs=True, latency_ms=50, noise=0)
+    s = settings_for(large_model="gemini/gemini-2.5-flash", large_base_url=handle.base_url)
+    large, _ = endpoints(s, {"GEMINI_API_KEY": "g-oracle"})
+    gateway, ledger = _gateway(tmp_path)
+    prompt = LabelPrompt(["ham", "spam"], "Spam sells or scams.", "json_schema")
+    sink = LogWriter(LocalStorage(tmp_path), "labels/", flush_interval_s=0)
+    labels = asyncio.run(label_many(gateway, large, prompt, [_chunk(i) for i in range(20)], stage="test_labels",
+                                    sink=sink, workers=10, logprobs=True))
+    assert len(labels) == 20 and all(lab.ok for lab in labels)
+    ledger.flush()
+    t = totals(ledger.load_all())["overall"]
+    assert (t["param_refused"], t["paid_calls"]) == (1, 20)
+    assert handle.stats(prompts=False)["logprobs_requests"] == 1
 
 
 def test_a_reply_cut_off_while_thinking_is_asked_again_with_a_larger_budget(oracle_server: StartOracle,

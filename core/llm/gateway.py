@@ -10,7 +10,9 @@ the first and is then served from the cache.
 
 An optional parameter the provider refuses (``LLMParamRefused``: logprobs on Gemini, temperature on a
 reasoning model) is learned in ``refusals``, recorded as a ``param_refused`` line (a 400 is not billed and is
-no failed label), and the call is made once more without it; later calls leave it out from the start.
+no failed label), and the call is made once more without it; later calls leave it out from the start. Until a
+model has answered one call carrying those parameters, its calls go one at a time, so a refusal is met once,
+not once per concurrent worker.
 
 Ledger error strings are scrubbed of the endpoint's API key and of anything shaped like one.
 """
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
-
-import logging
 
 from core.errors import LLMParamRefused, PermanentError, RetryableError
 from core.llm.cache import ResponseCache, request_key
@@ -57,6 +60,10 @@ class LLMGateway:
         self._clock = clock
         # key -> [lock, holders]; entries vanish when the last holder leaves so memory stays flat.
         self._locks: dict[str, list[Any]] = {}
+        # Models that answered a call carrying our optional parameters (so no refusal is coming).
+        self._accepted: set[str] = set()
+        self._probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary())
 
     async def chat(
         self,
@@ -76,22 +83,39 @@ class LLMGateway:
         ``attempt`` > 0 asks again with a different cache key (for a reply the caller could not use).
         Raises the adapter's ``RetryableError``/``PermanentError`` after recording it.
         """
-        # What the model refused before is left out, so the key is the one the successful call had.
-        logprobs = logprobs and self.refusals.allows(endpoint.model, "logprobs")
-        if not self.refusals.allows(endpoint.model, "temperature"):
-            temperature = None
-        try:
-            return await self._chat_once(stage=stage, chunk_id=chunk_id, endpoint=endpoint, messages=messages,
-                                         response_format=response_format, max_tokens=max_tokens,
-                                         temperature=temperature, logprobs=logprobs, attempt=attempt)
-        except LLMParamRefused as exc:
-            if self.refusals.learn(endpoint.model, exc.param):
-                log.warning("%s refused %r: asking again without it, and leaving it out for the rest of the run",
-                            endpoint.model, exc.param)
-            # Each refusal removes one of a handful of optional parameters, so this recursion is shallow.
-            return await self.chat(stage=stage, chunk_id=chunk_id, endpoint=endpoint, messages=messages,
-                                   response_format=response_format, max_tokens=max_tokens,
-                                   temperature=temperature, logprobs=logprobs, attempt=attempt)
+        model = endpoint.model
+        while True:
+            # What the model refused before is left out, so the key is the one the successful call had.
+            sent = self._optional(model, logprobs, temperature)
+            call = functools.partial(self._chat_once, stage=stage, chunk_id=chunk_id, endpoint=endpoint,
+                                     messages=messages, response_format=response_format, max_tokens=max_tokens,
+                                     logprobs=sent[0], temperature=sent[1], attempt=attempt)
+            try:
+                if model in self._accepted or sent == (False, None):
+                    return await call()
+                # Until one call with these parameters has gone through, calls to the model go one at a time:
+                # fifty workers would otherwise all meet the same refusal at once.
+                async with self._probe_lock(model):
+                    if self._optional(model, logprobs, temperature) != sent:
+                        continue  # learned a refusal while waiting: ask without it
+                    reply = await call()
+                    self._accepted.add(model)
+                    return reply
+            except LLMParamRefused as exc:
+                if self.refusals.learn(model, exc.param):
+                    log.warning("%s refused %r: asking again without it, and leaving it out for the rest of the "
+                                "run", model, exc.param)
+                # Each refusal removes one of a handful of optional parameters, so this loop is short.
+
+    def _optional(self, model: str, logprobs: bool, temperature: float | None) -> tuple[bool, float | None]:
+        """(logprobs, temperature) as they can be sent to ``model``: without what it refused."""
+        return (logprobs and self.refusals.allows(model, "logprobs"),
+                temperature if self.refusals.allows(model, "temperature") else None)
+
+    def _probe_lock(self, model: str) -> asyncio.Lock:
+        # asyncio locks belong to the loop they are first used on; each step runs its own loop.
+        locks = self._probes.setdefault(asyncio.get_running_loop(), {})
+        return locks.setdefault(model, asyncio.Lock())
 
     async def _chat_once(self, *, stage: str, chunk_id: str, endpoint: Endpoint, messages: list[dict[str, Any]],
                          response_format: dict[str, Any] | None, max_tokens: int, temperature: float | None,
