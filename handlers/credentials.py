@@ -32,6 +32,7 @@ from core.config import Settings, label_params
 from core.errors import ConfigError
 from core.llm import providers
 from core.llm.client import Endpoint
+from core.llm.litellm_edge import EXTRAS
 
 AWS_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_REGION_NAME")
 
@@ -77,7 +78,7 @@ def api_key(which: str, model: str, base_url: str | None, configured: Any, envir
     'sk-ant-1'
     """
     if configured is not None:
-        return str(configured.get_secret_value() if hasattr(configured, "get_secret_value") else configured)
+        return str(configured.get_secret_value())
     row = providers.facts(model)
     if providers.needs_placeholder(model, bool(base_url)):
         return providers.PLACEHOLDER_KEY
@@ -108,7 +109,7 @@ def _check_aws(field: str, model: str, params: Mapping[str, Any], environ: Mappi
 
 
 def _check_sdk(field: str, model: str, extra: str) -> None:
-    module = providers.EXTRA_MODULES.get(extra)
+    module = EXTRAS.get(extra)
     try:
         present = module is None or importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # the parent package (google) is missing too

@@ -81,21 +81,9 @@ def call_params(
     return params
 
 
-def request_key(
-    model: str,
-    messages: list[dict[str, Any]],
-    *,
-    response_format: Any = None,
-    max_tokens: int = 400,
-    temperature: float | None = 0.0,
-    logprobs: bool = False,
-    attempt: int = 0,
-    model_params: Any = None,
-) -> str:
-    """``cache_key`` of a call given the same arguments as ``LLMGateway.chat``."""
-    params = call_params(response_format=response_format, max_tokens=max_tokens, temperature=temperature,
-                         logprobs=logprobs, attempt=attempt, model_params=model_params)
-    return cache_key(model, messages, params)
+def request_key(model: str, messages: list[dict[str, Any]], **params: Any) -> str:
+    """``cache_key`` of a call given the same arguments as ``LLMGateway.chat`` (``params`` as ``call_params``)."""
+    return cache_key(model, messages, call_params(**params))
 
 
 class ResponseCache:

@@ -42,7 +42,7 @@ _RETRY_AFTER_CEILING_S = 300.0
 _RETRY_AFTER_JITTER = 0.1
 # OpenAI-compatible providers: with a custom base_url they are vLLM, the oracle server, LM Studio
 # and the like, which all accept a json_schema response_format (guided decoding).
-_OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "openai_like", "custom_openai", "lm_studio"})
+_OPENAI_COMPATIBLE = frozenset(name for name, row in providers.PROVIDERS.items() if row.auth == "self_hosted")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ buffered, or on ``flush``/``close``; callers flush at step boundaries so a long 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ COST_UNKNOWN_NOTE = "cost unknown: model not in litellm's cost map"
 FAILURE_OUTCOMES = frozenset({"retryable_error", "permanent_error", "unparseable"})
 
 
+@functools.lru_cache(maxsize=256)  # totals() asks once per record; the map does not change in a run
 def rates(model: str) -> dict[str, float] | None:
     """Per-token list prices of ``model`` from litellm's map: ``input``, ``output``, ``cache_read`` and
     ``cache_write`` (a provider without a cached rate is charged the input rate); None for an unknown model.

@@ -159,8 +159,9 @@ def missing_module(exc: BaseException) -> str | None:
     return None
 
 
-# The top-level modules litellm imports lazily for a provider family, and the extra that installs each.
-SDK_EXTRAS: dict[str, str] = {"google": "vertex", "vertexai": "vertex"}
+# The pip extras of classifier-bootstrapper that install an SDK litellm imports lazily, and the module each one
+# provides (its presence says the extra is installed).
+EXTRAS: dict[str, str] = {"vertex": "google.auth"}
 
 
 def install_hint(module: str) -> str:
@@ -170,7 +171,7 @@ def install_hint(module: str) -> str:
     "pip install 'classifier-bootstrapper[vertex]'"
     """
     top = module.split(".")[0]
-    extra = SDK_EXTRAS.get(top)
+    extra = next((name for name, provided in EXTRAS.items() if provided.split(".")[0] == top), None)
     return f"pip install 'classifier-bootstrapper[{extra}]'" if extra else f"pip install {top}"
 
 

@@ -19,8 +19,8 @@ environment with this table (``handlers.wiring.endpoints``); nothing here reads 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.llm.capabilities import is_reasoning
@@ -89,8 +89,6 @@ PROVIDERS: dict[str, ProviderFacts] = {
     "cohere_chat": ProviderFacts("key", ("COHERE_API_KEY",)),
 }
 UNLISTED = ProviderFacts("optional_key")
-# The module whose presence says an extra is installed.
-EXTRA_MODULES: dict[str, str] = {"vertex": "google.auth"}
 
 
 @functools.lru_cache(maxsize=256)
