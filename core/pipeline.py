@@ -155,7 +155,8 @@ def run(ctx: RunContext, *, restart: bool = False, job_id: str = "",
     keeper = LeaseKeeper(ctx.output, lease, ttl).start()
     asked_to_stop = ctx.should_stop
     # A lost lease stops the steps where a SIGTERM would (training, prediction, labeling check this).
-    ctx = dataclasses.replace(ctx, should_stop=lambda: asked_to_stop() or keeper.lost)
+    # The checkpoint and prediction parts a stop keeps are written only while the lease is surely held.
+    ctx = dataclasses.replace(ctx, should_stop=lambda: asked_to_stop() or keeper.lost, hold_lease=keeper.ensure_held)
     try:
         if restart:
             _wipe(ctx)

@@ -535,36 +535,49 @@ def test_sigterm_mid_training_and_mid_prediction_exits_3_and_the_retry_resumes_b
     assert not list(out.list("predicting/")) and not list(out.list("checkpoints/"))
 
 
+def _objects(out: Any, prefix: str) -> dict[str, bytes]:
+    return {key: out.read_bytes(key) for key in out.list(prefix)}
+
+
 @pytest.mark.slow
-def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_state_write(
-        tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
+@pytest.mark.parametrize("step", ["train", "predict"])
+def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_write_over_the_new_owner(
+        step: str, tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
         s3_bucket: str) -> None:
     """A runner frozen past its lease's TTL (a paused container, a network partition) finds on waking that
     another runner took the lease over, by the same conditional write a real one uses: it exits 3 through
-    ``main`` without writing state.json again and leaves the new owner's lease alone."""
+    ``main`` without writing state.json again, leaves the new owner's lease alone, and does not upload the
+    training checkpoint or commit the prediction part it was about to (a SIGTERM would have kept them)."""
     import os
     import time
 
     from core.run.lease import Lease, acquire_lease
 
-    config_uri = _upload_job(s3_client, s3_bucket, "stolen", tiny_bert_dir, 240, training__max_iters=1,
-                             training__epochs=6, system__lease_ttl_s=3)
-    out = open_storage(f"s3://{s3_bucket}/jobs/stolen/output", s3_client=s3_client)
+    name = f"stolen-{step}"
+    config_uri = _upload_job(s3_client, s3_bucket, name, tiny_bert_dir, 240, training__max_iters=1,
+                             training__epochs=6, system__lease_ttl_s=3, training__predict_batch_size=1,
+                             training__predict_precision="fp32")
+    out = open_storage(f"s3://{s3_bucket}/jobs/{name}/output", s3_client=s3_client)
     env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "job-6"})
     log = tmp_path / "attempt.log"
     first = _entry(["run", config_uri], env, log)
-    assert wait_for(lambda: _at_step(out, "train"), first, poll=0.05), log.read_text()[-3000:]
+    ready = {"train": lambda: _at_step(out, "train"),
+             "predict": lambda: _at_step(out, "predict") and bool(list(out.list("predicting/")))}[step]
+    assert wait_for(ready, first, poll=0.05), log.read_text()[-3000:]
     first.send_signal(signal.SIGSTOP)
     try:
         time.sleep(3.5)  # past the TTL: the frozen runner's lease is stale
         thief = Lease.new(900, pid=os.getpid(), job_id="job-7")
         acquire_lease(out, thief, pid_alive=lambda _pid: True)  # raises LeaseHeld unless it took the lease over
         before = out.read_bytes("state.json")
+        kept = {"checkpoints/": _objects(out, "checkpoints/"), "predicting/": _objects(out, "predicting/")}
     finally:
         first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=60) == EXIT_RETRY, log.read_text()[-3000:]
     assert out.read_bytes("state.json") == before, "no state written after the lease was lost"
     assert json.loads(out.read_text("lease.json"))["owner"] == thief.owner, "the new owner's lease is left alone"
+    for prefix, objects in kept.items():
+        assert _objects(out, prefix) == objects, f"{prefix}: nothing written after the lease was lost"
     assert any(x["level"] == "ERROR" and x["message"].startswith("LeaseLost") for x in _json_lines(log))
 
 

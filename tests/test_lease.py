@@ -125,6 +125,30 @@ def test_renewal_refuses_a_lease_taken_over(where: tuple[str, ...]) -> None:
     assert json.loads(storage.read_bytes(layout.LEASE))["owner"] == thief.owner
 
 
+
+def test_ensure_held_renews_only_when_the_lease_may_have_expired_and_then_finds_the_new_owner(
+        where: tuple[str, ...]) -> None:
+    """Before a checkpoint or prediction-part write: a lease with more than half its TTL left is surely ours (a
+    takeover needs it expired), so nothing is called; one nearer its end (a frozen process) is renewed first,
+    and a lease taken meanwhile raises LeaseLost instead of letting the write go ahead."""
+    storage = _open(where)
+    now = [1000.0]
+    me = Lease.new(60, pid=os.getpid(), clock=lambda: now[0])
+    acquire_lease(storage, me, pid_alive=lambda _pid: True, clock=lambda: now[0])
+    keeper = LeaseKeeper(storage, me, 60, clock=lambda: now[0])  # not started: no heartbeat
+    thief = Lease.new(900, pid=1, job_id="thief")
+    storage.write_bytes(layout.LEASE, thief.body())
+    now[0] += 20  # 40 s of 60 left: no one can have taken it, so no renewal is made (one would meet the thief)
+    keeper.ensure_held()
+    assert not keeper.lost
+    now[0] += 20  # 20 s left: as after a freeze; renewal finds the thief
+    with pytest.raises(LeaseLost, match="took over"):
+        keeper.ensure_held()
+    assert keeper.lost
+    with pytest.raises(LeaseLost):
+        keeper.ensure_held()  # and stays lost
+    assert json.loads(storage.read_bytes(layout.LEASE))["owner"] == thief.owner
+
 class _NoLedger:
     def flush(self) -> None:
         pass

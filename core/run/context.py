@@ -52,6 +52,9 @@ class RunContext:
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bootstrapper-")))
     progress: ProgressFactory = _no_progress
     should_stop: Callable[[], bool] = lambda: False
+    # Raises LeaseLost if this run may no longer hold its lease; steps call it right before a write a new owner
+    # could be clobbered by. A lost lease also raises should_stop, but unlike a SIGTERM's, its work is not ours.
+    hold_lease: Callable[[], None] = lambda: None
     shard: tuple[int, int] = (0, 1)
     # Builds a labeling gateway inside a worker process (see core.llm.fanout); None keeps labeling in-process.
     worker_factory: WorkerFactory | None = None

@@ -164,6 +164,19 @@ class LeaseKeeper:
                 self._lost.set()
                 raise
 
+    def ensure_held(self) -> None:
+        """Raise ``LeaseLost`` unless the lease is surely ours for a while: call it right before a write that would
+        clobber a new owner's work (a checkpoint, a prediction part).
+
+        While more than half the TTL is left, nobody can have taken the lease (a takeover needs it expired), so
+        no call is made; the heartbeat keeps it so. Less than that left means this process was frozen or the
+        heartbeat failed: renew first, which finds out. A freeze between this check and the write remains
+        possible; S3 has no condition across two objects to close it.
+        """
+        self.check()
+        if self.lease.expires_at - self._clock() < self.ttl_s / 2:
+            self.renew_now()
+
     def _beat(self) -> None:
         while not self._done.wait(self.ttl_s / 3):
             try:

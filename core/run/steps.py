@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -182,8 +183,12 @@ def _training_checkpoints(ctx: RunContext, n: int) -> Any:
     shutil.rmtree(local, ignore_errors=True)
     if any(True for _ in ctx.output.list(layout.checkpoint(n))):
         download_dir(ctx.output, layout.checkpoint(n), local)
-    return Checkpointing(local, should_stop=ctx.should_stop,
-                         on_save=lambda folder: upload_dir(ctx.output, folder, layout.checkpoint(n)))
+
+    def keep(folder: Path) -> None:
+        ctx.hold_lease()  # LeaseLost: the checkpoint under this key may be the new owner's
+        upload_dir(ctx.output, folder, layout.checkpoint(n))
+
+    return Checkpointing(local, should_stop=ctx.should_stop, on_save=keep)
 
 
 def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
@@ -309,9 +314,11 @@ def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
         row["classifier"] = f"classifier_{state.best_iteration}"
         block.append(jsonl_line(row).encode())
         if len(block) == window:  # a whole window: commit it
+            ctx.hold_lease()  # LeaseLost: after losing the lease, the parts under predicting/ are the new owner's
             parts.append(_commit_part(ctx.output, index, count, len(parts), block))
             committed, block = committed + len(block), []
             tick(window)
+    ctx.hold_lease()
     if block:
         parts.append(_commit_part(ctx.output, index, count, len(parts), block))
         committed += len(block)
