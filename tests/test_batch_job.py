@@ -29,6 +29,7 @@ from botocore.stub import Stubber
 
 from core.config import config_fingerprint, load_settings
 from core.errors import ConfigError, ObjectNotFound, PermanentError, RetryableError
+from core.run.layout import CHECKPOINTS, CLASSIFIERS, PREDICTING
 from core.storage.backends import LocalStorage, open_storage
 from handlers.batch_errors import batch_error
 from handlers.batch_job import (
@@ -540,14 +541,15 @@ def _objects(out: Any, prefix: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", ["train", "predict"])
+@pytest.mark.parametrize("step", ["label_test", "train", "predict"])
 def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_write_over_the_new_owner(
         step: str, tmp_path: Path, tiny_bert_dir: Path, sms_oracle: OracleHandle, s3_server: Any, s3_client: Any,
         s3_bucket: str) -> None:
     """A runner frozen past its lease's TTL (a paused container, a network partition) finds on waking that
     another runner took the lease over, by the same conditional write a real one uses: it exits 3 through
-    ``main`` without writing state.json again, leaves the new owner's lease alone, and does not upload the
-    training checkpoint or commit the prediction part it was about to (a SIGTERM would have kept them)."""
+    ``main`` without writing state.json again, leaves the new owner's lease alone, and does not write the part
+    of the test labels it holds, upload the training checkpoint or commit the prediction part it was about to
+    (a SIGTERM would have kept them)."""
     import os
     import time
 
@@ -561,7 +563,7 @@ def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_write_over_the_n
     env = cli_env(sms_oracle.base_url, {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_BATCH_JOB_ID": "job-6"})
     log = tmp_path / "attempt.log"
     first = _entry(["run", config_uri], env, log)
-    ready = {"train": lambda: _at_step(out, "train"),
+    ready = {"label_test": lambda: _at_label_test_with_labels(out), "train": lambda: _at_step(out, "train"),
              "predict": lambda: _at_step(out, "predict") and bool(list(out.list("predicting/")))}[step]
     assert wait_for(ready, first, poll=0.05), log.read_text()[-3000:]
     first.send_signal(signal.SIGSTOP)
@@ -570,7 +572,7 @@ def test_a_lease_taken_over_ends_the_attempt_with_exit_3_and_no_write_over_the_n
         thief = Lease.new(900, pid=os.getpid(), job_id="job-7")
         acquire_lease(out, thief, pid_alive=lambda _pid: True)  # raises LeaseHeld unless it took the lease over
         before = out.read_bytes("state.json")
-        kept = {"checkpoints/": _objects(out, "checkpoints/"), "predicting/": _objects(out, "predicting/")}
+        kept = {prefix: _objects(out, prefix) for prefix in (CHECKPOINTS, PREDICTING, CLASSIFIERS)}
     finally:
         first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=60) == EXIT_RETRY, log.read_text()[-3000:]

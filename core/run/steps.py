@@ -134,6 +134,9 @@ def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint
                 workers=s.system.concurrency_limit, on_done=lambda _l: tick(1), should_stop=ctx.should_stop,
                 **opts))
         done.update({lab.chunk_id: lab for lab in results})
+    # The caller writes these labels over test_labels.yaml or dataset_<n>: a run stopped by a lost lease holds only
+    # part of them, and the new owner may have written the whole set already.
+    ctx.hold_lease()
     return {i: done[i] for i in ids if i in done}
 
 
