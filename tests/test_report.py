@@ -236,6 +236,30 @@ def test_spend_tables(tmp_path: Path) -> None:
     assert "unknown" not in md
 
 
+
+def test_prompt_cache_saving_cut_offs_and_refusals_are_reported(tmp_path: Path) -> None:
+    """The spend section says what the prompt cache saved, priced at the model's cached rates from litellm's
+    cost map, and counts replies cut off by the length limit and calls refused for an optional parameter apart."""
+    from core.llm.ledger import cache_saving
+
+    model = "anthropic/claude-haiku-4-5"
+    records = [
+        CallRecord(ts=1.0, stage="test_labels", model=model, cache_key="a", outcome="ok", tokens_in=1500,
+                   tokens_out=20, cost_usd=0.001, cache_write_tokens=1200),
+        CallRecord(ts=2.0, stage="test_labels", model=model, cache_key="b", outcome="ok", tokens_in=1500,
+                   tokens_out=20, cost_usd=0.0003, cached_tokens=1200, finish_reason="length"),
+        CallRecord(ts=3.0, stage="test_labels", model=model, cache_key="b", outcome="param_refused"),
+    ]
+    md = run_report(tmp_path, ledger_records=records)[0].read_text(REPORT_KEY)
+    saved = cache_saving(model, 1200, 1200)
+    assert saved > 0, "haiku's cached read is cheaper than its write premium costs"
+    assert f"| {model} | 3000 | 1200 (40%) | 1200 | ${saved:.4f} |" in md
+    assert f"The prompt cache saved ${saved:.4f} against the full input price." in md
+    assert "1 replies were cut off by the length limit" in md
+    assert "1 calls were refused for an optional parameter" in md
+    plain = run_report(tmp_path / "plain")[0].read_text(REPORT_KEY)
+    assert "Prompt caching" not in plain and "cut off" not in plain and "refused" not in plain
+
 def test_unknown_cost_is_flagged(tmp_path: Path) -> None:
     records = [*ledger("openai/gpt-4o", "custom/local-llm"),
                CallRecord(ts=6.0, stage="train_labels", model="custom/local-llm", cache_key="s2", outcome="ok",

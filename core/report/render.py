@@ -240,7 +240,39 @@ def _spend_section(totals: Mapping[str, Any]) -> list[str]:
     if overall.get("unknown_cost_models"):
         lines.append(f"\\* litellm's cost map does not price {', '.join(overall['unknown_cost_models'])}: "
                      "those calls are missing from the cost.")
-    return [*lines, ""]
+    return [*lines, *_cache_and_retry_lines(totals), ""]
+
+
+def _cache_and_retry_lines(totals: Mapping[str, Any]) -> list[str]:
+    """What the provider's prompt cache saved, per model, and the calls asked again for reasons not the label's."""
+    overall = totals["overall"]
+    lines: list[str] = []
+    cached = {m: b for m, b in totals.get("by_model", {}).items()
+              if b.get("cached_tokens") or b.get("cache_write_tokens")}
+    if cached:
+        lines += ["", "Prompt caching (the rules and instructions, the same for every label, read from the provider's "
+                  "cache at its cached-input rate):", "",
+                  *_table(["model", "input tokens", "read from cache", "written to cache", "saved"],
+                          [[m, b["tokens_in"], f"{b['cached_tokens']} ({_share(b['cached_tokens'], b['tokens_in'])})",
+                            b["cache_write_tokens"], f"${b['cache_saving_usd']:.4f}"] for m, b in cached.items()]),
+                  "", f"The prompt cache saved ${overall['cache_saving_usd']:.4f} against the full input price."]
+    if overall.get("cut_off"):
+        lines += ["", f"{overall['cut_off']} replies were cut off by the length limit (a reasoning model can spend "
+                  "its budget thinking); each without a usable label was asked again once with a larger budget."]
+    if overall.get("param_refused"):
+        lines += ["", f"{overall['param_refused']} calls were refused for an optional parameter the model does not "
+                  "take (such as logprobs); it was dropped for that model and the call asked again, not counted as "
+                  "a failure."]
+    return lines
+
+
+def _share(part: int, whole: int) -> str:
+    """``part`` as a percentage of ``whole``.
+
+    >>> _share(4251, 5669)
+    '75%'
+    """
+    return f"{100 * part / whole:.0f}%" if whole else "0%"
 
 
 def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
