@@ -138,6 +138,21 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace, _environ: Mapping[str, str]) -> int:
+    from pathlib import Path
+
+    from handlers.init_config import init_project
+
+    try:
+        config = init_project(Path(args.folder), args.provider)
+    except FileExistsError as exc:
+        raise ConfigError("init", str(exc)) from None
+    print(f"wrote {config} and {config.parent / 'input'}/\n"
+          f"next: put your documents in {config.parent / 'input'}/, edit classes and desc in {config}, then\n"
+          f"  bootstrapper plan {config}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from handlers.demo import run_demo
 
@@ -147,14 +162,39 @@ def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return run_demo(environ, run_config, restart=args.restart)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _logging_options(defaults: bool) -> argparse.ArgumentParser:
+    """``--json-logs`` and ``--log-level``, accepted before the subcommand and after it: the subcommands' copies
+    default to SUPPRESS so an option given before the subcommand is not reset by the subparser."""
+    opts = argparse.ArgumentParser(add_help=False)
+    opts.add_argument("--json-logs", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                      help="JSON log lines even on a terminal (default: JSON unless stderr is a terminal, or as "
+                           "$BOOTSTRAPPER_LOG_FORMAT=plain|json says)")
+    opts.add_argument("--log-level", choices=LOG_LEVELS, default="info" if defaults else argparse.SUPPRESS,
+                      help="least severe log lines shown (default: info)")
+    return opts
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("classifier-bootstrapper")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="bootstrapper",
+        prog="bootstrapper", parents=[_logging_options(True)],
         description="Turn raw documents plus a description of classes into a fine-tuned text classifier, "
                     "labeled by LLMs. Exit codes: 0 done or cleanly stopped (re-run to resume), 1 failure, "
                     "2 bad config, 3 lease taken over by another run.")
-    p.add_argument("--json-logs", action="store_true", help="JSON log lines even on a terminal")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    common = _logging_options(False)
 
     commands: list[tuple[str, Any, str]] = [
         ("ingest", cmd_ingest, "read and chunk the inputs; write chunks.jsonl and ingest_report.json"),
@@ -165,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     by_name = {}
     for name, fn, help_text in commands:
-        s = sub.add_parser(name, help=help_text)
+        s = sub.add_parser(name, help=help_text, parents=[common])
         s.add_argument("config", help="config.yaml (local path or s3:// URI)")
         s.set_defaults(fn=fn)
         by_name[name] = s
@@ -177,11 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="N: how many shards predicted (default: read from the prediction files' "
                                         "names, else training.predict_shards)")
 
-    s = sub.add_parser("status", help="where a run stands and what it cost")
+    s = sub.add_parser("init", help="write a commented config for a provider and an input/ folder, ready for plan",
+                       parents=[common])
+    s.add_argument("folder", nargs="?", default=".", help="where to write config.yaml and input/ (default: here)")
+    from handlers.init_config import PROVIDERS
+
+    s.add_argument("--provider", choices=sorted(PROVIDERS), default="openai",
+                   help="whose models the config names (default: openai)")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("status", help="where a run stands and what it cost", parents=[common])
     s.add_argument("output", help="the run's output location (folder or s3:// URI)")
     s.set_defaults(fn=cmd_status)
 
-    s = sub.add_parser("demo", help="the bundled SMS-spam example against the local oracle LLM server")
+    s = sub.add_parser("demo", help="the bundled SMS-spam example against the local oracle LLM server",
+                       parents=[common])
     s.add_argument("--restart", action="store_true")
     s.set_defaults(fn=cmd_demo)
     return p
@@ -189,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    wiring.configure_logging(json_lines=True if args.json_logs else None)
+    try:
+        wiring.configure_logging(json_lines=True if args.json_logs else None,
+                                 level=getattr(logging, args.log_level.upper()), environ=os.environ)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     wiring.tune_allocator()
     return run_command(argv, os.environ, args)
 

@@ -35,6 +35,9 @@ from core.llm.client import Endpoint
 from core.llm.litellm_edge import EXTRAS
 
 AWS_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_REGION_NAME")
+# Model strings of the local oracle server (oracle/), the stand-in for an LLM that the demo, tests and benchmarks
+# use; a run with one of them says in its report that its labels are human labels, not an LLM's.
+ORACLE_MODEL_PREFIX = "openai/oracle"
 
 
 def endpoints(settings: Settings, environ: Mapping[str, str], *, check: bool = True) -> tuple[Endpoint, Endpoint]:
@@ -59,6 +62,7 @@ def endpoint(which: str, model: str, base_url: str | None, configured: Any, para
             raise
         key = None  # a command that never calls the model (predict, report) does not need its key
     if check:
+        _check_not_a_forgotten_stand_in(which, model, base_url)
         if row.auth == "aws":
             _check_aws(field, model, params, environ)
         if row.auth == "gcp" or row.extra:
@@ -89,6 +93,18 @@ def api_key(which: str, model: str, base_url: str | None, configured: Any, envir
     raise ConfigError(f"api.{which}_api_key",
                       f"{model} needs an API key and none is set: set {wanted}, or "
                       f"$BOOTSTRAPPER_API__{which.upper()}_API_KEY (nothing was sent or spent)")
+
+
+def _check_not_a_forgotten_stand_in(which: str, model: str, base_url: str | None) -> None:
+    """The example's ``openai/oracle-*`` models are a local stand-in: without its URL the call would go to
+    OpenAI itself, with a model that does not exist there (and a real key, if one is set)."""
+    if model.startswith(ORACLE_MODEL_PREFIX) and not base_url:
+        raise ConfigError(f"api.{which}_model",
+                          f"{model} is the bundled local stand-in (oracle/), not a real model, and no "
+                          f"api.{which}_base_url points at one: set api.{which}_model to your provider's model "
+                          f"(e.g. openai/gpt-4o-mini or anthropic/claude-haiku-4-5; `bootstrapper init --provider "
+                          f"...` writes a config), or start the stand-in (`bootstrapper demo` does) and set "
+                          f"api.{which}_base_url to its URL")
 
 
 def _check_aws(field: str, model: str, params: Mapping[str, Any], environ: Mapping[str, str]) -> None:

@@ -14,18 +14,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.llm import providers
-from handlers.credentials import endpoints
+from handlers.credentials import ORACLE_MODEL_PREFIX, endpoints
 
 S3 = "s3://"
 log = logging.getLogger("bootstrapper")
-# Model strings of the local oracle server (oracle/), the stand-in for an LLM that the demo, tests and benchmarks
-# use; a run with one of them says in its report that its labels are human labels, not an LLM's.
-ORACLE_MODEL_PREFIX = "openai/oracle"
 STAND_IN_NOTICE = ("The models are the local oracle (`openai/oracle-*`), a stand-in server that answers from the "
                    "human labels found in the input. The accuracy figures show how well the classifier learns "
                    "those human labels, not how good an LLM's labels would be, and the spend figures are not real "
@@ -43,13 +40,50 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:
-    """Human lines on a terminal, JSON lines otherwise (a container's stdout goes to CloudWatch)."""
-    if json_lines is None:
-        json_lines = not sys.stderr.isatty()
+class ColourFormatter(logging.Formatter):
+    """Plain lines for a terminal, the level coloured where it matters (warnings yellow, errors red)."""
+
+    COLOURS: ClassVar[dict[int, str]] = {logging.WARNING: "\033[33m", logging.ERROR: "\033[31m",
+                                         logging.CRITICAL: "\033[1;31m"}
+
+    def __init__(self, colour: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        self.colour = colour
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        code = self.COLOURS.get(record.levelno) if self.colour else None
+        return f"{code}{line}\033[0m" if code else line
+
+
+def log_format(json_flag: bool | None, environ: Mapping[str, str], tty: bool) -> str:
+    """``json`` or ``plain``: the flag wins, then ``$BOOTSTRAPPER_LOG_FORMAT``, then plain only on a terminal
+    (a container's stderr goes to CloudWatch, where JSON lines are queryable).
+
+    >>> log_format(None, {}, tty=True), log_format(None, {}, tty=False)
+    ('plain', 'json')
+    >>> log_format(None, {"BOOTSTRAPPER_LOG_FORMAT": "plain"}, tty=False), log_format(True, {}, tty=True)
+    ('plain', 'json')
+    """
+    if json_flag:
+        return "json"
+    chosen = environ.get("BOOTSTRAPPER_LOG_FORMAT", "").strip().lower()
+    if chosen in ("json", "plain"):
+        return chosen
+    if chosen:
+        raise ConfigError("BOOTSTRAPPER_LOG_FORMAT", f"must be plain or json, got {chosen!r}")
+    return "plain" if tty else "json"
+
+
+def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO,
+                      environ: Mapping[str, str] | None = None) -> None:
+    """Human lines on a terminal (coloured unless ``$NO_COLOR``), JSON lines otherwise; see ``log_format``."""
+    environ = {} if environ is None else environ
+    tty = sys.stderr.isatty()
+    chosen = log_format(json_lines, environ, tty)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                                                               "%H:%M:%S"))
+    handler.setFormatter(JsonFormatter() if chosen == "json" else
+                         ColourFormatter(colour=tty and not environ.get("NO_COLOR")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
