@@ -35,7 +35,7 @@ def cmd_ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     job = wiring.load_job(args.config, environ)
     out = job.output_uri
     result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client),
-                           open_storage(out, s3_client=job.s3_client))
+                           open_storage(out, s3_client=job.s3_client), wiring.progress_factory())
     print(f"{result.files_read} files read, {len(result.chunks)} chunks, {len(result.skipped)} inputs skipped, "
           f"{result.duplicates_dropped} duplicates dropped -> {out}/{layout.CHUNKS}, {out}/{layout.INGEST_REPORT}")
     return 0
@@ -49,7 +49,8 @@ def cmd_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     job = wiring.load_job(args.config, environ)
     # The run's credential checks, so a plan that passes means the run will not stop for a missing key.
     wiring.endpoints(job.settings, environ)
-    result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client), None)
+    result = ingest_inputs(job.settings, open_storage(job.input_uri, s3_client=job.s3_client), None,
+                           wiring.progress_factory())
     print(format_plan(estimate(job.settings, result.chunks)))
     return 0
 

@@ -54,6 +54,7 @@ def test_ingest_and_plan(tmp_path: Path) -> None:
     result = cli(["ingest", str(cfg)], cli_env("http://127.0.0.1:9"))
     assert result.returncode == 0, result.stderr
     assert re.search(r"1 files read, 200 chunks", result.stdout)
+    assert "reading inputs: 1/1" in result.stderr, "ingestion reports its progress in files"
     assert len((tmp_path / "out" / "chunks.jsonl").read_text().splitlines()) == 200
     plan = cli(["plan", str(cfg)], cli_env("http://127.0.0.1:9", {"BOOTSTRAPPER_API__LARGE_MODEL": "openai/gpt-4o",
                                                                    "BOOTSTRAPPER_API__SMALL_MODEL": "openai/gpt-4o-mini"}))

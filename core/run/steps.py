@@ -26,7 +26,7 @@ from core.llm import fanout, labeling, rules
 from core.llm.capabilities import completion_budget
 from core.llm.client import Endpoint
 from core.run import layout, reporting
-from core.run.context import RunContext, load_run_classifier, train_config
+from core.run.context import ProgressFactory, RunContext, load_run_classifier, train_config
 from core.run.data import RunData, gold_label
 from core.run.picks import selected_ids
 from core.run.splits import split_ids, test_size_for
@@ -38,12 +38,17 @@ from core.storage.jsonl_log import LogWriter, jsonl_line, read_jsonl, write_json
 log = logging.getLogger("bootstrapper")
 
 
-def ingest_inputs(settings: Settings, input: Storage, output: Storage | None) -> chunking.IngestResult:
-    """Read every input object and chunk it; with ``output``, write chunks.jsonl and ingest_report.json."""
+def ingest_inputs(settings: Settings, input: Storage, output: Storage | None,
+                  progress: ProgressFactory | None = None) -> chunking.IngestResult:
+    """Read every input object and chunk it; with ``output``, write chunks.jsonl and ingest_report.json.
+    ``progress`` counts files read and parsed (slow PDFs over S3 are where a run's first minutes go)."""
+    keys = list(input.list(""))
+    tick = progress("reading inputs", len(keys)) if progress is not None else (lambda _n: None)
 
     def files() -> Iterator[tuple[str, bytes]]:
-        for key in input.list(""):
+        for key in keys:
             yield key, input.read_bytes(key)
+            tick(1)  # resumed when the reader asks for the next file: this one is parsed
 
     try:
         result = chunking.ingest(files(), chunk_size=settings.system.chunk_size,
@@ -65,7 +70,7 @@ def ingest_inputs(settings: Settings, input: Storage, output: Storage | None) ->
 
 
 def do_ingest(ctx: RunContext, _data: RunData, state: State) -> None:
-    result = ingest_inputs(ctx.settings, ctx.input, ctx.output)
+    result = ingest_inputs(ctx.settings, ctx.input, ctx.output, ctx.progress)
     c = state.counters
     c.files_read, c.chunks = result.files_read, len(result.chunks)
     c.inputs_skipped, c.duplicates_dropped = len(result.skipped), result.duplicates_dropped
