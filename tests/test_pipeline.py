@@ -96,6 +96,7 @@ def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_no
         assert (out / key).stat().st_size > 0, key
     report = (out / "report.md").read_text()
     assert "stand-in" in report and f"classifier_{state['best_iteration']}" in report
+    _check_label_exports(out, state)
     ledger = [json.loads(line) for line in (out / "llm_calls.jsonl").read_text().splitlines()]
     paid = [r for r in ledger if r["outcome"] == "ok"]
     assert len(paid) == 1 + 40 + 140, "one rules call, 40 test labels, 140 training labels"
@@ -115,6 +116,42 @@ def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_no
 
     status = cli(["status", str(out)], cli_env(sms_noisy.base_url))
     assert status.returncode == 0 and "done" in status.stdout
+
+
+def _check_label_exports(out: Path, state: dict) -> None:
+    """test_labels.jsonl and labels.jsonl hold every usable label with its provenance and load with datasets;
+    review.csv has exactly the test chunks the best classifier gets 'wrong' against the large model."""
+    import csv
+
+    from datasets import load_dataset
+
+    def lines(key: str) -> list[dict]:
+        return [json.loads(line) for line in (out / key).read_text().splitlines()]
+
+    test = lines("classifiers/test_labels.jsonl")
+    assert len(test) == state["counters"]["test_labels_ok"] > 0
+    assert {r["source"] for r in test} == {"llm_test"} and {r["model"] for r in test} == {"openai/oracle-large"}
+    assert all(r["metadata"]["label"] in SMS for r in test), "the input record's own keys come along"
+    labels = lines("classifiers/labels.jsonl")
+    train = [r for r in labels if r["source"] == "llm_train"]
+    assert [r for r in labels if r["source"] == "llm_test"] == test
+    final = lines(f"classifiers/datasets/dataset_{state['iterations'][-1]['n']}.jsonl")
+    assert {r["id"] for r in train} == {r["id"] for r in final}, "every training label the last classifier saw"
+    assert all(r["model"] == "openai/oracle-small" and r["reason"] for r in train)
+    loaded = load_dataset("json", data_files=str(out / "classifiers/labels.jsonl"), split="train")
+    assert loaded.num_rows == len(labels) and {"text", "label", "source"} <= set(loaded.column_names)
+    with (out / "classifiers/review.csv").open(newline="", encoding="utf-8") as fh:
+        review = list(csv.DictReader(fh))
+    best = next(it for it in state["iterations"] if it["n"] == state["best_iteration"])
+    wrong = round(best["metrics"]["n"] * (1 - best["metrics"]["accuracy"]))
+    assert len(review) == wrong == state["counters"]["review_disagreements"], "evaluate's errors, one row each"
+    assert all(r["llm_label"] != r["classifier_label"] for r in review)
+    confidence = [float(r["classifier_confidence"]) for r in review]
+    assert confidence == sorted(confidence, reverse=True)
+    by_id = {r["id"]: r for r in test}
+    assert all(by_id[r["id"]]["label"] == r["llm_label"] and by_id[r["id"]]["text"] == r["text"] for r in review)
+    preds = lines("classifiers/final_classifier_output/predictions.jsonl")
+    assert all(p["metadata"]["label"] in SMS for p in preds), "predictions join back to their input records"
 
 
 def test_run_s3_multiclass_end_to_end(tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle],

@@ -68,6 +68,8 @@ def predict_stream(
                 "source": chunk.source,
                 "label": label,
                 "probs": {name: round(float(p), 6) for name, p in zip(classifier.classes, row, strict=True)},
+                # the input record's own keys (a .jsonl record's other fields), so a prediction joins back to it
+                **({"metadata": chunk.metadata} if chunk.metadata else {}),
             }
 
 

@@ -301,6 +301,11 @@ def _labels_section(state: State, label_summary: Mapping[str, Any]) -> list[str]
                    + ", ".join(f"{n}: {k}" for n, k in failures["training_by_iteration"].items()))
     out += ["", f"Failed labels: {failures['total']}. A failed label is recorded, never guessed, and its chunk "
             "is left out of training and evaluation."]
+    if state.best_iteration is not None and state.step.value == "done":
+        out += ["", f"To review: `classifiers/review.csv` lists the {state.counters.review_disagreements} test chunks "
+                f"where classifier_{state.best_iteration} and the large model disagree, the classifier's most "
+                "confident first (where label errors and gaps in the rules show up first); "
+                "`classifiers/labels.jsonl` has every label with its model, reason and input."]
     samples = label_summary.get("failed_examples") or []
     if samples:
         out += ["", "First failed labels:", ""]

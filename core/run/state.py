@@ -69,6 +69,7 @@ class Counters:
     # The final prediction's count (core.run.final_prediction.PredictionSummary.to_dict()), or
     # {"status": "pending", "shards": N, "jobs": {...}} while an array job predicts; None when nothing counted.
     predictions: dict[str, Any] | None = None
+    review_disagreements: int = 0  # report: review.csv's rows (core.run.exports)
 
     def labels(self) -> dict[str, int]:
         """The label counts the report lists."""

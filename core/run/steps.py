@@ -25,7 +25,7 @@ from core.ingest import chunking
 from core.llm import fanout, labeling, rules
 from core.llm.capabilities import completion_budget
 from core.llm.client import Endpoint
-from core.run import layout, reporting
+from core.run import exports, layout, reporting
 from core.run.context import ProgressFactory, RunContext, load_run_classifier, train_config
 from core.run.data import RunData, gold_label
 from core.run.picks import selected_ids
@@ -356,6 +356,7 @@ def do_report(ctx: RunContext, data: RunData, state: State) -> None:
         reporting.write_meta_dataset(ctx, data, lambda endpoint: label_prompt(ctx, data, endpoint))
     if s.classification.predict_on_whole_set_at_the_end and state.best_iteration is not None:
         reporting.record_predictions(state, reporting.count_predictions(ctx, data, 1))  # predicted in one file
+    state.counters.review_disagreements = exports.write_label_exports(ctx, data, state)
     # The report is the last step: describe the run as it will stand once this step is saved.
     reporting.render_report(ctx, dataclasses.replace(state, step=Step.DONE, status="done"))
 
