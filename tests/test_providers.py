@@ -122,8 +122,12 @@ def test_a_logprobs_refusal_is_learned_and_costs_no_label(oracle_server: StartOr
     assert handle.stats(prompts=False)["logprobs_requests"] == 1, "after the refusal, logprobs are left out"
 
 
-def test_concurrent_workers_meet_a_refusal_once(oracle_server: StartOracle, tmp_path: Path) -> None:
-    # Found running the CLI with 50 workers: every call in flight carried logprobs and got its own 400.
+@pytest.mark.parametrize("answered_first", [False, True], ids=["cold", "after-a-call-without-logprobs"])
+def test_concurrent_workers_meet_a_refusal_once(oracle_server: StartOracle, tmp_path: Path,
+                                                answered_first: bool) -> None:
+    # Found running the CLI with 50 workers: every call in flight carried logprobs and got its own 400. And
+    # again after that fix: the rules call (temperature, no logprobs) was answered first, which let every
+    # test-label worker send logprobs at once.
     handle = oracle_server(shared_data_dir() / "sms_spam.jsonl", protocol="gemini", api_key="g-oracle",
                            refuse_logprobs=True, latency_ms=50, noise=0)
     s = settings_for(large_model="gemini/gemini-2.5-flash", large_base_url=handle.base_url)
@@ -131,12 +135,18 @@ def test_concurrent_workers_meet_a_refusal_once(oracle_server: StartOracle, tmp_
     gateway, ledger = _gateway(tmp_path)
     prompt = LabelPrompt(["ham", "spam"], "Spam sells or scams.", "json_schema")
     sink = LogWriter(LocalStorage(tmp_path), "labels/", flush_interval_s=0)
-    labels = asyncio.run(label_many(gateway, large, prompt, [_chunk(i) for i in range(20)], stage="test_labels",
-                                    sink=sink, workers=10, logprobs=True))
+
+    async def go() -> list[Any]:
+        if answered_first:
+            assert (await label_chunk(gateway, large, prompt, _chunk(30), stage="rules")).ok
+        return await label_many(gateway, large, prompt, [_chunk(i) for i in range(20)], stage="test_labels",
+                                sink=sink, workers=10, logprobs=True)
+
+    labels = asyncio.run(go())
     assert len(labels) == 20 and all(lab.ok for lab in labels)
     ledger.flush()
     t = totals(ledger.load_all())["overall"]
-    assert (t["param_refused"], t["paid_calls"]) == (1, 20)
+    assert (t["param_refused"], t["paid_calls"]) == (1, 20 + answered_first)
     assert handle.stats(prompts=False)["logprobs_requests"] == 1
 
 

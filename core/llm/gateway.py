@@ -11,8 +11,8 @@ the first and is then served from the cache.
 An optional parameter the provider refuses (``LLMParamRefused``: logprobs on Gemini, temperature on a
 reasoning model) is learned in ``refusals``, recorded as a ``param_refused`` line (a 400 is not billed and is
 no failed label), and the call is made once more without it; later calls leave it out from the start. Until a
-model has answered one call carrying those parameters, its calls go one at a time, so a refusal is met once,
-not once per concurrent worker.
+model has answered one call carrying a given parameter, its calls carrying it go one at a time, so a refusal
+is met once, not once per concurrent worker (a call without logprobs answered first says nothing of logprobs).
 
 Ledger error strings are scrubbed of the endpoint's API key and of anything shaped like one.
 """
@@ -60,8 +60,9 @@ class LLMGateway:
         self._clock = clock
         # key -> [lock, holders]; entries vanish when the last holder leaves so memory stays flat.
         self._locks: dict[str, list[Any]] = {}
-        # Models that answered a call carrying our optional parameters (so no refusal is coming).
-        self._accepted: set[str] = set()
+        # Per model, the optional parameters a call it answered carried (so no refusal of those is coming). Per
+        # parameter: an answered call without logprobs (the rules call) says nothing of logprobs.
+        self._accepted: dict[str, set[str]] = {}
         self._probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
             weakref.WeakKeyDictionary())
 
@@ -90,8 +91,9 @@ class LLMGateway:
             call = functools.partial(self._chat_once, stage=stage, chunk_id=chunk_id, endpoint=endpoint,
                                      messages=messages, response_format=response_format, max_tokens=max_tokens,
                                      logprobs=sent[0], temperature=sent[1], attempt=attempt)
+            carried = {name for name, on in (("logprobs", sent[0]), ("temperature", sent[1] is not None)) if on}
             try:
-                if model in self._accepted or sent == (False, None):
+                if carried <= self._accepted.get(model, set()):
                     return await call()
                 # Until one call with these parameters has gone through, calls to the model go one at a time:
                 # fifty workers would otherwise all meet the same refusal at once.
@@ -99,7 +101,7 @@ class LLMGateway:
                     if self._optional(model, logprobs, temperature) != sent:
                         continue  # learned a refusal while waiting: ask without it
                     reply = await call()
-                    self._accepted.add(model)
+                    self._accepted.setdefault(model, set()).update(carried)
                     return reply
             except LLMParamRefused as exc:
                 if self.refusals.learn(model, exc.param):
