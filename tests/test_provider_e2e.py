@@ -222,6 +222,7 @@ def test_azure_reasoning_deployment_cut_off_costs_no_label(server: OracleHandle,
     assert len(cut) == TEST_SET + TRAIN_SET and {r["tokens_out"] for r in cut} == {400}
     assert sorted(r["chunk_id"] for r in cut) == sorted(r["chunk_id"] for r in paid if r["finish_reason"] == "stop")
     assert run.metrics["llm"]["overall"]["cut_off"] == len(cut)
+    assert f"{len(cut)} replies were cut off by the length limit" in run.report
     assert all(lab["length_retried"] for lab in run.labels)
     assert run.stats["by_finish"] == {"length": len(cut), "stop": run.stats["total_requests"] - len(cut)}
 
@@ -238,6 +239,8 @@ def test_the_marked_system_prefix_is_cached(server: OracleHandle, data: Path, tm
     overall = run.metrics["llm"]["overall"]
     read = sum(r["cached_tokens"] for r in run.ledger)
     assert read > 0 and overall["cached_tokens"] == read == run.stats["cache_read_tokens"]
+    assert f"The prompt cache saved ${overall['cache_saving_usd']:.4f}" in run.report
+    assert overall["cache_saving_usd"] > 0, "cached reads at a tenth of the input rate outweigh the write premium"
     assert overall["cache_write_tokens"] == sum(r["cache_write_tokens"] for r in run.ledger) > 0
     # The rules make the test labels' prefix, and the training labels share it: nearly every label reads it.
     assert sum(1 for r in run.label_calls() if r["cached_tokens"] > 0) >= TEST_SET + TRAIN_SET - 2
