@@ -118,7 +118,13 @@ def pad_for_caching(prompt: LabelPrompt, model: str, calls: int,
     if cache_rule(model) is None or rates(model) is None:
         return prompt  # no caching or no price known: nothing to weigh, and no tokenizer run
     target = padding_pays(model, count(model, prompt.system_message()), calls)
-    if target is None:
+    return prompt if target is None else pad_to_tokens(prompt, model, target, count)
+
+
+def pad_to_tokens(prompt: LabelPrompt, model: str, target: int,
+                  count: Callable[[str, str], int] = prompt_tokens) -> LabelPrompt:
+    """``prompt`` with the fewest padding blocks that bring its system message to ``target`` tokens."""
+    if count(model, prompt.system_message()) >= target:
         return prompt
     base = count(model, dataclasses.replace(prompt, pad_blocks=1).system_message())
     per_block = max(1, count(model, f"10. {prompt.padding_block()}\n") - 1)

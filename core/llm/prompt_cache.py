@@ -142,16 +142,18 @@ def padding_pays(model: str, prefix_tokens: int, calls: int, *, cold_calls: int 
     return rule.pad_target
 
 
-def break_even_hit_rate(model: str, prefix_tokens: int, calls: int, *, cold_calls: int = COLD_CALLS) -> float | None:
-    """The smallest share of warm calls that must hit for padding to pay over ``calls`` calls (None: never,
-    or unknown), found by bisection on ``prefix_cost``."""
+def break_even_hit_rate(model: str, prefix_tokens: int, calls: int, *, cold_calls: int = COLD_CALLS,
+                        padded_tokens: int | None = None) -> float | None:
+    """The smallest share of warm calls that must hit for padding (to ``padded_tokens``, by default the rule's
+    target) to pay over ``calls`` calls (None: never, or unknown), found by bisection on ``prefix_cost``."""
     rule = cache_rule(model)
     if rule is None or prefix_tokens >= rule.min_tokens:
         return None
+    padded_to = padded_tokens or rule.pad_target
 
     def gain(h: float) -> float:
         plain = prefix_cost(model, prefix_tokens, calls, cold_calls=cold_calls, hit_rate=h)
-        padded = prefix_cost(model, rule.pad_target, calls, cold_calls=cold_calls, hit_rate=h)
+        padded = prefix_cost(model, padded_to, calls, cold_calls=cold_calls, hit_rate=h)
         return (plain or 0.0) - (padded or 0.0)
 
     if rates(model) is None or gain(1.0) <= 0:
