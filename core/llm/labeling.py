@@ -10,6 +10,7 @@ reply. Which model labels which set is the pipeline's decision, not this module'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -21,6 +22,8 @@ from typing import Any
 from core.errors import LLMAuthError, PermanentError, RetryableError
 from core.llm.capabilities import larger_budget
 from core.llm.client import label_schema
+from core.llm.ledger import rates
+from core.llm.prompt_cache import cache_rule, padding_pays
 from core.llm.rules import Chat
 from core.schema import Chunk, Label, LLMReply
 from core.storage.jsonl_log import LogWriter, read_log
@@ -42,22 +45,39 @@ class LabelPrompt:
     # The provider caches only prefixes marked with cache_control (Anthropic; litellm makes it a Bedrock
     # cachePoint): the system message, the same for every chunk, is marked.
     mark_cache: bool = False
+    # Copies of ``padding_block`` appended to the system message so that it reaches the provider's minimum
+    # cacheable length, where ``core.llm.prompt_cache.padding_pays`` says that is cheaper (``pad_for_caching``).
+    pad_blocks: int = 0
+
+    def _answer(self) -> str:
+        if self.format_mode == "none":
+            return ("Answer in exactly two lines:\nReason: <at most 15 words>\n"
+                    "Final label: <one class name, exactly as written>")
+        return ('Answer with a JSON object {"reason": "<at most 15 words>", '
+                '"label": "<one class name, exactly as written>"} and nothing else.')
 
     def system_message(self) -> str:
         listed = "\n".join(f"- {c}" for c in self.classes)
-        if self.format_mode == "none":
-            answer = ("Answer in exactly two lines:\nReason: <at most 15 words>\n"
-                      "Final label: <one class name, exactly as written>")
-        else:
-            answer = ('Answer with a JSON object {"reason": "<at most 15 words>", '
-                      '"label": "<one class name, exactly as written>"} and nothing else.')
-        return (
+        message = (
             "You label texts for a text classifier. Follow these rules:\n\n"
             f"{self.rules.strip()}\n\n"
             f"The classes are:\n{listed}\n\n"
             "The user sends one text between <text> and </text>. Pick exactly one class for it. "
-            f"{answer}"
+            f"{self._answer()}"
         )
+        if self.pad_blocks <= 0:
+            return message
+        # The padding only restates what the message already says (the class list and the answer format),
+        # numbered and fenced off as a reminder that adds no rule: the rules, which carry the meaning, are
+        # not repeated (repeating them would weigh some over others), and nothing varies between calls, so
+        # the prefix stays byte-identical and cacheable. It comes last, after the instructions it repeats.
+        reminders = "".join(f"{i}. {self.padding_block()}\n" for i in range(1, self.pad_blocks + 1))
+        return (f"{message}\n\n<reminders>\nThe same instructions once more, restated only; they add nothing "
+                f"to the rules above.\n{reminders}</reminders>")
+
+    def padding_block(self) -> str:
+        return (f"The classes are exactly: {', '.join(self.classes)}. Pick exactly one class for the text "
+                f"between <text> and </text>. {self._answer()}".replace("\n", " "))
 
     def messages(self, text: str) -> list[dict[str, Any]]:
         system: Any = self.system_message()
@@ -74,6 +94,46 @@ class LabelPrompt:
         if self.format_mode == "json_object":
             return {"type": "json_object"}
         return None
+
+
+def prompt_tokens(model: str, text: str) -> int:
+    """Tokens of a system message ``text`` as litellm counts them for ``model`` (characters / 4 without a
+    tokenizer)."""
+    from core.llm.litellm_edge import litellm_module
+
+    try:
+        return int(litellm_module().token_counter(model=model, messages=[{"role": "system", "content": text}]))
+    except Exception:  # noqa: BLE001 - tokenizers that need a download fail offline, variously
+        return math.ceil(len(text) / 4)
+
+
+def pad_for_caching(prompt: LabelPrompt, model: str, calls: int,
+                    count: Callable[[str, str], int] = prompt_tokens) -> LabelPrompt:
+    """``prompt`` padded past ``model``'s minimum cacheable prefix when ``prompt_cache.padding_pays`` says
+    that is cheaper over ``calls`` calls; otherwise ``prompt`` itself.
+
+    The padding is part of the messages, so a padded prompt has its own response-cache keys; the decision
+    depends only on the model, the prompt and ``calls``, so the same run rebuilds the same prompt.
+    """
+    if cache_rule(model) is None or rates(model) is None:
+        return prompt  # no caching or no price known: nothing to weigh, and no tokenizer run
+    target = padding_pays(model, count(model, prompt.system_message()), calls)
+    return prompt if target is None else pad_to_tokens(prompt, model, target, count)
+
+
+def pad_to_tokens(prompt: LabelPrompt, model: str, target: int,
+                  count: Callable[[str, str], int] = prompt_tokens) -> LabelPrompt:
+    """``prompt`` with the fewest padding blocks that bring its system message to ``target`` tokens."""
+    if count(model, prompt.system_message()) >= target:
+        return prompt
+    base = count(model, dataclasses.replace(prompt, pad_blocks=1).system_message())
+    per_block = max(1, count(model, f"10. {prompt.padding_block()}\n") - 1)
+    blocks = max(1, 1 + math.ceil((target - base) / per_block))
+    while blocks > 1 and count(model, dataclasses.replace(prompt, pad_blocks=blocks - 1).system_message()) >= target:
+        blocks -= 1
+    while count(model, dataclasses.replace(prompt, pad_blocks=blocks).system_message()) < target and blocks < 1000:
+        blocks += 1
+    return dataclasses.replace(prompt, pad_blocks=blocks)
 
 
 def match_class(value: Any, classes: list[str]) -> str | None:

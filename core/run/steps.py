@@ -105,8 +105,11 @@ def do_rules(ctx: RunContext, data: RunData, _state: State) -> None:
 
 def label_prompt(ctx: RunContext, data: RunData, endpoint: Endpoint) -> labeling.LabelPrompt:
     mode = ctx.format_modes.get(endpoint.model, "none")
-    return labeling.LabelPrompt(ctx.settings.classification.classes, data.rules_text(), mode,
-                                mark_cache=endpoint.mark_cache)
+    prompt = labeling.LabelPrompt(ctx.settings.classification.classes, data.rules_text(), mode,
+                                  mark_cache=endpoint.mark_cache)
+    # Padded past the provider's cacheable minimum where that is cheaper over a test set's worth of calls
+    # (a number the report's rebuild of the prompt sees too).
+    return labeling.pad_for_caching(prompt, endpoint.model, calls=len(data.splits["test"]))
 
 
 def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint: Endpoint,
