@@ -135,3 +135,33 @@ def test_even_sample_spreads_over_the_list() -> None:
     assert even_sample(items, 20) == items
     assert len(even_sample(chunks(5000), 1000)) == 1000
     assert [c.position for c in even_sample(items, 3)] == [0, 3, 6]
+
+
+def test_caching_is_priced_where_it_applies_and_only_there() -> None:
+    """gpt-4o's 50% cached rate never pays for padding a ~400-token prefix: no saving is claimed. gpt-4.1's 75%
+    does: the plan prices the padded prefix at the cached rate (cheaper), and says so in its assumptions."""
+    from core.llm.prompt_cache import prefix_cost
+
+    plain = estimate(settings(), chunks(1000))
+    assert plain.maximum.totals["cached_cost_usd"] == pytest.approx(plain.maximum.totals["cost_usd"])
+    assert any("openai/gpt-4o: " in a and "not cached" in a for a in plain.assumptions)
+    assert "Prompt caching saves" not in format_plan(plain)
+
+    est = estimate(settings("openai/gpt-4.1", "openai/gpt-4.1-mini"), chunks(1000))
+    test = next(s for s in est.maximum.stages if s.stage == "test_labels")
+    assert test.cached_cost_usd < test.cost_usd
+    note = next(a for a in est.assumptions if a.startswith("openai/gpt-4.1: "))
+    assert "padded to ~1045 tokens" in note
+    # The saving is the prefix's: full rate on the unpadded prefix, minus the padded prefix under the cache.
+    prefix = int(note.split("~")[1].split("-token")[0])
+    full = cost_of("openai/gpt-4.1", test.calls * prefix, 0)[0]
+    assert test.cost_usd - test.cached_cost_usd == pytest.approx(
+        full - prefix_cost("openai/gpt-4.1", 1045, test.calls), rel=0.02)
+    text = format_plan(est)
+    assert "with caching" in text and "Prompt caching saves ~$" in text
+
+
+def test_a_provider_without_known_caching_is_not_assumed_cached() -> None:
+    est = estimate(settings("mistral/mistral-large-latest", "mistral/mistral-small-latest"), chunks(300))
+    assert est.maximum.totals["cached_cost_usd"] == pytest.approx(est.maximum.totals["cost_usd"])
+    assert any("no prompt caching assumed" in a for a in est.assumptions)

@@ -3,8 +3,11 @@
 Counts the calls the pipeline makes (one rules call and the test labels on the large model, training labels on
 the small one), sizes each prompt from the real prompt builders in ``core.llm.rules`` and ``core.llm.labeling`` plus
 the mean chunk length, and prices the tokens with litellm's cost map. Two scenarios bound the spend: *min*
-stops after the first iteration, *max* runs every iteration. It makes no call and reads no storage; the
-numbers are an estimate, and every assumption behind them is listed in ``PlanEstimate.assumptions``.
+stops after the first iteration, *max* runs every iteration. Each label stage is priced twice: at the full
+input rate, and as the run will pay it with the provider's prompt caching (``core.llm.prompt_cache``: the
+stable system prefix, padded past the provider's minimum where ``padding_pays`` says so, read at the cached
+rate). It makes no call and reads no storage; the numbers are an estimate, and every assumption behind them
+is listed in ``PlanEstimate.assumptions``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import NoUsableChunks
 from core.llm.labeling import LabelPrompt
 from core.llm.ledger import cost_of
+from core.llm.prompt_cache import HIT_RATE, cache_rule, padding_pays, prefix_cost
 from core.llm.rules import build_rules_messages
 from core.run.splits import test_size_for
 from core.schema import Chunk
@@ -38,8 +42,11 @@ class StageEstimate:
     calls: int
     tokens_in: int
     tokens_out: int
-    cost_usd: float
+    cost_usd: float  # every input token at the full rate
     cost_known: bool
+    # With the provider's prompt caching, as the run sends it (the prefix padded where that pays); equal to
+    # cost_usd where nothing is cached.
+    cached_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Scenario:
             "tokens_out": sum(s.tokens_out for s in self.stages),
             "cost_usd": sum(s.cost_usd for s in self.stages),
             "cost_known": all(s.cost_known for s in self.stages),
+            "cached_cost_usd": sum(s.cached_cost_usd for s in self.stages),
         }
 
 
@@ -121,11 +129,48 @@ class _TokenCounter:
         return sum(self(model, m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
-def _stage(stage: str, model: str, calls: int, in_per_call: float, out_per_call: float) -> StageEstimate:
+def _stage(stage: str, model: str, calls: int, in_per_call: float, out_per_call: float,
+           prefix: CachedPrefix | None = None) -> StageEstimate:
     tokens_in = round(calls * in_per_call)
     tokens_out = round(calls * out_per_call)
     cost, known = cost_of(model, tokens_in, tokens_out)
-    return StageEstimate(stage, model, calls, tokens_in, tokens_out, cost, known)
+    cached = cost
+    if prefix is not None and calls:
+        # The run's prompt: the prefix as sent (padded or not) under the cache, the rest at the full rate.
+        rest, _ = cost_of(model, round(calls * (in_per_call - prefix.tokens)), tokens_out)
+        priced = prefix_cost(model, prefix.sent, calls)
+        cached = rest + priced if priced is not None else cost
+    return StageEstimate(stage, model, calls, tokens_in, tokens_out, cost, known, cached)
+
+
+@dataclass(frozen=True)
+class CachedPrefix:
+    """A label stage's stable system prefix: its tokens, and the tokens sent once padded (== tokens unpadded)."""
+
+    tokens: int
+    sent: int
+
+    @classmethod
+    def of(cls, model: str, tokens: int, padding_calls: int) -> CachedPrefix:
+        """Padded as ``core.llm.labeling.pad_for_caching`` pads it (over a test set's worth of calls).
+
+        >>> CachedPrefix.of("openai/gpt-4.1", 409, 200), CachedPrefix.of("openai/gpt-4o", 409, 200)
+        (CachedPrefix(tokens=409, sent=1045), CachedPrefix(tokens=409, sent=409))
+        """
+        return cls(tokens, padding_pays(model, tokens, padding_calls) or tokens)
+
+
+def _caching_note(model: str, prefix: CachedPrefix) -> str:
+    rule = cache_rule(model)
+    if rule is None:
+        return f"{model}: no prompt caching assumed (its provider's caching is not known here)"
+    if prefix.sent >= rule.min_tokens:
+        padded = (f", padded to ~{prefix.sent} tokens because the cached rate makes that cheaper"
+                  if prefix.sent > prefix.tokens else "")
+        return (f"{model}: the ~{prefix.tokens}-token system prefix is cached{padded} (the provider caches "
+                f"{rule.min_tokens}+ tokens); 'with caching' assumes {HIT_RATE:.0%} of warm calls hit it")
+    return (f"{model}: the ~{prefix.tokens}-token system prefix is below the provider's {rule.min_tokens}-token "
+            "caching minimum, and padding it would not pay: not cached")
 
 
 def estimate(settings: Settings, chunks: list[Chunk], rules_prompt_tokens: int | None = None) -> PlanEstimate:
@@ -142,12 +187,16 @@ def estimate(settings: Settings, chunks: list[Chunk], rules_prompt_tokens: int |
     label_out = min(LABEL_TOKENS_OUT, api.max_tokens)
     measured = even_sample(chunks, TOKEN_SAMPLE)
 
+    prompt = LabelPrompt(classes=list(cls.classes), rules="", format_mode="json_schema")
+
     def label_in(model: str) -> float:
         # The real label prompt with empty rules and text, plus the schema the provider also reads.
-        prompt = LabelPrompt(classes=list(cls.classes), rules="", format_mode="json_schema")
         scaffold = count.messages(model, prompt.messages("")) + count(model, json.dumps(prompt.response_format()))
         mean_chunk = sum(count(model, c.text) for c in measured) / len(measured)
         return scaffold + rules_tokens + mean_chunk
+
+    def prefix_of(model: str, padding_calls: int) -> CachedPrefix:
+        return CachedPrefix.of(model, count(model, prompt.system_message()) + rules_tokens, padding_calls)
 
     samples = [c.text for c in even_sample(chunks, RULES_SAMPLES)]
     rules_in = count.messages(api.large_model, build_rules_messages(list(cls.classes), cls.desc, samples))
@@ -155,19 +204,23 @@ def estimate(settings: Settings, chunks: list[Chunk], rules_prompt_tokens: int |
                                               training.train_set_increment, training.max_iters)
     large_label_in = label_in(api.large_model)
     small_label_in = label_in(api.small_model)
+    # The run pads (or not) by the test set's size, for both models: see steps.label_prompt.
+    prefixes = {m: prefix_of(m, test) for m in (api.large_model, api.small_model)}
     rules = _stage("rules", api.large_model, 1, rules_in, rules_tokens)
-    test_stage = _stage("test_labels", api.large_model, test, large_label_in, label_out)
+    test_stage = _stage("test_labels", api.large_model, test, large_label_in, label_out, prefixes[api.large_model])
 
     def scenario(name: str, train_calls: int) -> Scenario:
-        train = _stage("train_labels", api.small_model, train_calls, small_label_in, label_out)
+        train = _stage("train_labels", api.small_model, train_calls, small_label_in, label_out,
+                       prefixes[api.small_model])
         return Scenario(name, (rules, test_stage, train))
 
     return PlanEstimate(
         n_chunks=len(chunks),
         minimum=scenario("min", train_min),
         maximum=scenario("max", train_max),
-        assumptions=tuple(_assumptions(settings, len(chunks), len(measured), rules_prompt_tokens, rules_tokens,
-                                       label_out, count.fallback_models)),
+        assumptions=(*_assumptions(settings, len(chunks), len(measured), rules_prompt_tokens, rules_tokens,
+                                   label_out, count.fallback_models),
+                     *(_caching_note(m, p) for m, p in sorted(prefixes.items()))),
     )
 
 
@@ -202,18 +255,18 @@ def _money(value: float, known: bool) -> str:
 
 def format_plan(est: PlanEstimate) -> str:
     """A fixed-width table of both scenarios, then the assumptions, for the CLI."""
-    header = ("scenario", "stage", "model", "calls", "tokens in", "tokens out", "cost USD")
+    header = ("scenario", "stage", "model", "calls", "tokens in", "tokens out", "cost USD", "with caching")
     rows: list[tuple[str, ...]] = []
     for sc in (est.minimum, est.maximum):
         for s in sc.stages:
             rows.append((sc.name, s.stage, s.model, f"{s.calls:,}", f"{s.tokens_in:,}", f"{s.tokens_out:,}",
-                         _money(s.cost_usd, s.cost_known)))
+                         _money(s.cost_usd, s.cost_known), _money(s.cached_cost_usd, s.cost_known)))
         t = sc.totals
-        total_cost = f"{t['cost_usd']:.4f}" if t["cost_known"] else f">= {t['cost_usd']:.4f}"
+        prefix = "" if t["cost_known"] else ">= "
         rows.append((sc.name, "TOTAL", "", f"{t['calls']:,}", f"{t['tokens_in']:,}", f"{t['tokens_out']:,}",
-                     total_cost))
+                     f"{prefix}{t['cost_usd']:.4f}", f"{prefix}{t['cached_cost_usd']:.4f}"))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    numeric = {3, 4, 5, 6}
+    numeric = {3, 4, 5, 6, 7}
 
     def line(r: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(w) if i in numeric else v.ljust(w)
@@ -222,5 +275,8 @@ def format_plan(est: PlanEstimate) -> str:
     out = [f"Plan for {est.n_chunks:,} chunks (estimate; min = stops after iteration 1, max = all iterations)",
            line(header), line(tuple("-" * w for w in widths))]
     out += [line(r) for r in rows]
+    saving = est.maximum.totals["cost_usd"] - est.maximum.totals["cached_cost_usd"]
+    if saving > 0:
+        out += ["", f"Prompt caching saves ~${saving:.4f} of the max scenario (see the assumptions)."]
     out += ["", "Assumptions:"] + [f"- {a}" for a in est.assumptions]
     return "\n".join(out)
