@@ -139,6 +139,12 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from handlers.classify_cmd import classify_command
+
+    return classify_command(args, environ)
+
+
 def cmd_init(args: argparse.Namespace, _environ: Mapping[str, str]) -> int:
     from pathlib import Path
 
@@ -217,6 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     by_name["report"].add_argument("--shards", type=int, default=None,
                                    help="N: how many shards predicted (default: read from the prediction files' "
                                         "names, else training.predict_shards)")
+
+    s = sub.add_parser("classify", help="classify new documents with a trained classifier (as the run's final "
+                                        "prediction would)", parents=[common])
+    s.add_argument("model_dir", help="a classifier folder, e.g. OUTPUT/classifiers/classifier_2 (local or s3://)")
+    s.add_argument("inputs", nargs="+", help="files or folders (local or s3://) of .txt .md .pdf .docx .jsonl")
+    s.add_argument("-o", "--output", default="-", help="where the JSONL rows go (a path or s3:// URI; default: stdout)")
+    s.add_argument("--probabilities", action="store_true", help="add every class's probability to each row")
+    s.add_argument("--with-text", action="store_true", help="add each chunk's text to its row")
+    s.add_argument("--precision", choices=["fp32", "bf16", "int8", "auto"], default=None,
+                   help="default: what the run's precision check chose for this classifier, else fp32")
+    s.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    s.add_argument("--chunk-size", type=int, default=None,
+                   help="characters per chunk (default: the classifier's run's system.chunk_size)")
+    s.set_defaults(fn=cmd_classify)
 
     s = sub.add_parser("init", help="write a commented config for a provider and an input/ folder, ready for plan",
                        parents=[common])

@@ -97,6 +97,7 @@ def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_no
     report = (out / "report.md").read_text()
     assert "stand-in" in report and f"classifier_{state['best_iteration']}" in report
     _check_label_exports(out, state)
+    _check_classify(tmp_path, out, state)
     ledger = [json.loads(line) for line in (out / "llm_calls.jsonl").read_text().splitlines()]
     paid = [r for r in ledger if r["outcome"] == "ok"]
     assert len(paid) == 1 + 40 + 140, "one rules call, 40 test labels, 140 training labels"
@@ -152,6 +153,37 @@ def _check_label_exports(out: Path, state: dict) -> None:
     assert all(by_id[r["id"]]["label"] == r["llm_label"] and by_id[r["id"]]["text"] == r["text"] for r in review)
     preds = lines("classifiers/final_classifier_output/predictions.jsonl")
     assert all(p["metadata"]["label"] in SMS for p in preds), "predictions join back to their input records"
+
+
+def _check_classify(tmp_path: Path, out: Path, state: dict) -> None:
+    """``bootstrapper classify`` on the run's own inputs gives every chunk the final prediction predicted the
+    label it got there, at the precision the run's check chose; the Python API agrees."""
+    from core.model import load_classifier
+
+    best = out / f"classifiers/classifier_{state['best_iteration']}"
+    result = cli(["classify", str(best), str(tmp_path / "in"), "-o", str(tmp_path / "classified.jsonl"),
+                  "--probabilities"], cli_env("http://127.0.0.1:9"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    used = state["counters"]["predict_precision"]["used"]
+    assert "300 chunks from 1 files classified" in result.stdout and f"precision: {used}" in result.stdout
+    classified = {r["id"]: r for r in map(json.loads, (tmp_path / "classified.jsonl").read_text().splitlines())}
+    assert len(classified) == 300, "every chunk of the input, the labeled ones too"
+    predicted = [json.loads(line) for line in
+                 (out / "classifiers/final_classifier_output/predictions.jsonl").read_text().splitlines()]
+    agree = sum(classified[p["id"]]["label"] == p["label"] for p in predicted)
+    worst = max(abs(classified[p["id"]]["probs"][c] - p["probs"][c]) for p in predicted for c in SMS)
+    if used == "fp32":
+        assert agree == len(predicted) and worst < 1e-5, (agree, worst)
+    else:  # int8 scales activations per batch, and the batches here hold other chunks: near-ties may move
+        assert agree >= len(predicted) - 2 and worst < 0.05, (agree, worst)
+    assert all(classified[p["id"]]["metadata"] == p["metadata"] for p in predicted)
+    stdout = cli(["classify", str(best), str(tmp_path / "in"), "--precision", "fp32", "--with-text"],
+                 cli_env("http://127.0.0.1:9"))
+    rows = [json.loads(line) for line in stdout.stdout.splitlines()]
+    assert "300 chunks" in stdout.stderr and "probs" not in rows[0]
+    api = load_classifier(best).classify([r["text"] for r in rows[:20]])
+    assert [r["label"] for r in rows[:20]] == [p.label for p in api], "the Python API agrees with the CLI at fp32"
+    assert all(abs(sum(p.probs.values()) - 1) < 1e-4 and p.confidence == max(p.probs.values()) for p in api)
 
 
 def test_run_s3_multiclass_end_to_end(tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle],

@@ -14,7 +14,7 @@ from typing import Any
 
 _WHERE = {
     "TrainConfig": "training", "TrainResult": "training", "train_classifier": "training",
-    "Classifier": "classifier", "load_classifier": "classifier",
+    "Classifier": "classifier", "load_classifier": "classifier", "Prediction": "classifier",
     "encode": "encoding", "resolve_base_model": "encoding", "BUNDLED_MODEL": "encoding",
     "embed_texts": "embeddings",
     "at_precision": "precision", "resolve_precision": "precision",

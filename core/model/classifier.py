@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,29 @@ from core.errors import TrainingError
 from core.model.encoding import intra_op_threads, shortest_first_batches
 from core.model.training import META_FILE
 
+# Written into a classifier's folder by the run's predict step: the precision its check chose (and why).
+PRECISION_FILE = "bootstrapper_precision.json"
+# Written by the run's train step: how the run cut documents into chunks, so new documents are cut alike.
+RUN_FILE = "bootstrapper_run.json"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's answer: the most probable class and every class's probability."""
+
+    label: str
+    probs: dict[str, float]
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.label]
+
 
 class Classifier:
-    """A trained classifier in memory: texts in, labels and class probabilities out."""
+    """A trained classifier in memory: texts in, labels and class probabilities out.
+
+    ``load_classifier(folder).classify(["Win a free prize!"])`` -> ``[Prediction(label='spam', probs={...})]``.
+    """
 
     def __init__(
         self,
@@ -43,6 +64,15 @@ class Classifier:
         self.precision = precision  # what ``model`` holds: "fp32", "bf16" or "int8" (see core.model.precision)
         id2label = model.config.id2label
         self.classes: list[str] = [id2label[i] for i in range(len(id2label))]
+
+    @property
+    def truncation_type(self) -> TruncationType:
+        """How a text longer than ``max_length`` tokens is cut (as in training): "head" or "head-tail"."""
+        return self._truncation_type
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
 
     def at_precision(self, precision: PrecisionSetting) -> Classifier:
         """This float32 classifier with its model converted to ``precision`` (``self`` is left unchanged)."""
@@ -79,13 +109,20 @@ class Classifier:
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[str]:
         return self.predict_proba(texts, batch_size)[0]
 
+    def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
+        """A ``Prediction`` per text, in input order, each text cut as in training (head or head-tail)."""
+        labels, probs = self.predict_proba(texts, batch_size)
+        return [Prediction(label, {c: float(p) for c, p in zip(self.classes, row, strict=True)})
+                for label, row in zip(labels, probs, strict=True)]
 
-def load_classifier(model_dir: Path, *, threads: int | None = None,
+
+def load_classifier(model_dir: Path | str, *, threads: int | None = None,
                     precision: PrecisionSetting = "fp32") -> Classifier:
     """Load a folder written by ``train_classifier`` (or any sequence-classification folder).
 
     ``precision`` ("fp32", "bf16", "int8" or "auto"; see ``core.model.precision``) converts the model after loading,
-    unchecked: the predict step instead loads float32 and calls ``core.model.predict.choose_precision``.
+    unchecked: the predict step instead loads float32 and calls ``core.model.predict.choose_precision`` (and
+    records the result in the folder's ``PRECISION_FILE``, which ``bootstrapper classify`` follows).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -202,6 +202,17 @@ def _training_checkpoints(ctx: RunContext, n: int) -> Any:
     return Checkpointing(local, should_stop=ctx.should_stop, on_save=keep)
 
 
+def _write_run_info(ctx: RunContext, folder: Path) -> None:
+    """What a classifier's folder must say for new documents to be cut into chunks as this run cut its inputs
+    (``bootstrapper classify`` reads it), and who labeled its training data."""
+    from core.model.classifier import RUN_FILE
+
+    s = ctx.settings
+    info = {"format": 1, "chunk_size": s.system.chunk_size, "classes": list(s.classification.classes),
+            "large_model": s.api.large_model, "small_model": s.api.small_model}
+    (folder / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
 def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
     from core.model.training import train_classifier
 
@@ -227,6 +238,7 @@ def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
         log.info("training classifier_%d stopped at step %d: checkpoint saved under %s/%s", n, result.steps,
                  ctx.output.root_uri, layout.checkpoint(n))
         return
+    _write_run_info(ctx, out)
     upload_dir(ctx.output, out, layout.classifier(n))
     for key in list(ctx.output.list(layout.checkpoint(n))):
         ctx.output.delete(key)
@@ -309,6 +321,11 @@ def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
     clf = load_run_classifier(ctx, state.best_iteration)
     best = next(it for it in state.iterations if it.n == state.best_iteration)
     clf, state.counters.predict_precision = _checked_precision(ctx, data, clf, best)
+    from core.model.classifier import PRECISION_FILE
+
+    # The checked precision travels with the classifier: `bootstrapper classify` uses it on new documents.
+    ctx.output.write_text(layout.classifier(state.best_iteration) + PRECISION_FILE,
+                          json.dumps(state.counters.predict_precision, indent=2) + "\n")
     used = data.used_ids()
     total = sum(1 for i in data.remaining_ids() if count == 1 or shard_of(i, count) == index)
     parts, committed = _committed_parts(ctx.output, index, count)
