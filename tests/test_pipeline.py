@@ -98,6 +98,7 @@ def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_no
     assert "stand-in" in report and f"classifier_{state['best_iteration']}" in report
     _check_label_exports(out, state)
     _check_classify(tmp_path, out, state)
+    _check_model_cards(out, state)
     ledger = [json.loads(line) for line in (out / "llm_calls.jsonl").read_text().splitlines()]
     paid = [r for r in ledger if r["outcome"] == "ok"]
     assert len(paid) == 1 + 40 + 140, "one rules call, 40 test labels, 140 training labels"
@@ -184,6 +185,23 @@ def _check_classify(tmp_path: Path, out: Path, state: dict) -> None:
     api = load_classifier(best).classify([r["text"] for r in rows[:20]])
     assert [r["label"] for r in rows[:20]] == [p.label for p in api], "the Python API agrees with the CLI at fp32"
     assert all(abs(sum(p.probs.values()) - 1) < 1e-4 and p.confidence == max(p.probs.values()) for p in api)
+
+
+def _check_model_cards(out: Path, state: dict) -> None:
+    """Every classifier folder has a model card the Hub's own parser reads, with its measured accuracy."""
+    from huggingface_hub import ModelCard
+
+    for it in state["iterations"]:
+        card = ModelCard((out / f"classifiers/classifier_{it['n']}/README.md").read_text())
+        data = card.data.to_dict()
+        assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-classification"
+        assert "base_model" not in data, "a local base model is no Hub id: left out rather than a path"
+        assert data["labels"] == SMS
+        accuracy = data["model-index"][0]["results"][0]["metrics"][0]
+        assert accuracy["type"] == "accuracy" and accuracy["value"] == round(it["metrics"]["accuracy"], 4)
+        assert "95% CI" in accuracy["name"]
+        assert "oracle stand-in" in card.text and "openai/oracle-small" in card.text
+        assert f"Against {it['metrics']['n']} test texts labeled by `openai/oracle-large`" in card.text
 
 
 def test_run_s3_multiclass_end_to_end(tmp_path: Path, tiny_bert_dir: Path, oracle_server: Callable[..., OracleHandle],

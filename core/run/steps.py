@@ -273,9 +273,28 @@ def do_evaluate(ctx: RunContext, data: RunData, state: State) -> None:
     if gold and len(gold) == len(ids):
         it.gold_metrics = evaluate([g for g, _ in gold], [p for _, p in gold], classes).to_dict()
     state.best_iteration = best_iteration(state.iterations)
+    _write_model_card(ctx, data, n, metrics, it)
     log.info("classifier_%d: accuracy %.3f (95%% CI %.3f-%.3f) vs the LLM's test labels, macro-F1 %.3f%s", n,
              metrics.accuracy, *metrics.accuracy_ci95, metrics.macro_f1,
              f", gold accuracy {it.gold_metrics['accuracy']:.3f}" if it.gold_metrics else "")
+
+
+def _write_model_card(ctx: RunContext, data: RunData, n: int, metrics: Any, it: IterationRecord) -> None:
+    """classifier_<n>/README.md: where its labels came from, how well it agrees with them, how to load it."""
+    from core.config import BUNDLED_MODEL
+    from core.model.training import META_FILE
+    from core.report.model_card import hub_base_model, model_card
+    from core.run.context import classifier_dir
+    from core.schema import Metrics
+
+    s = ctx.settings
+    recipe = json.loads((classifier_dir(ctx, n) / META_FILE).read_text(encoding="utf-8"))
+    card = model_card(name=f"classifier_{n}", metrics=metrics, classes=s.classification.classes,
+                      base_model=hub_base_model(s.training.model_path, BUNDLED_MODEL), large_model=s.api.large_model,
+                      small_model=s.api.small_model, rules=data.rules_text(), train_examples=it.train_examples,
+                      recipe=recipe, stand_in=bool(ctx.notes.stand_in_llm),
+                      gold=Metrics.from_dict(it.gold_metrics) if it.gold_metrics else None)
+    ctx.output.write_text(layout.classifier(n) + "README.md", card)
 
 
 def _checked_precision(ctx: RunContext, data: RunData, clf: Any,
