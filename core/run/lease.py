@@ -168,9 +168,11 @@ class LeaseKeeper:
         """Raise ``LeaseLost`` unless the lease is surely ours for a while: call it right before a write that would
         clobber a new owner's work (a checkpoint, a prediction part).
 
-        While more than half the TTL is left, nobody can have taken the lease (a takeover needs it expired), so
-        no call is made; the heartbeat keeps it so. Less than that left means this process was frozen or the
-        heartbeat failed: renew first, which finds out. A freeze between this check and the write remains
+        While more than half the TTL is left, no other job can have taken the lease (a takeover needs it expired,
+        by the taker's clock: hosts' clocks must agree within TTL/2), so no call is made; the heartbeat keeps it
+        so. (The same Batch job's next attempt, or a runner on this host that finds our pid dead, takes over at
+        once, but only after this process has stopped.) Less than that left means this process was frozen or
+        the heartbeat failed: renew first, which finds out. A freeze between this check and the write remains
         possible; S3 has no condition across two objects to close it.
         """
         self.check()

@@ -239,6 +239,7 @@ def do_train(ctx: RunContext, _data: RunData, state: State) -> None:
                  ctx.output.root_uri, layout.checkpoint(n))
         return
     _write_run_info(ctx, out)
+    ctx.hold_lease()  # a runner frozen after training must not delete the checkpoint a new owner resumes from
     upload_dir(ctx.output, out, layout.classifier(n))
     for key in list(ctx.output.list(layout.checkpoint(n))):
         ctx.output.delete(key)
@@ -375,6 +376,8 @@ def do_predict(ctx: RunContext, data: RunData, state: State) -> None:
     with ctx.output.open_write(layout.predictions(index, count)) as fh:
         for part in parts:
             fh.write(ctx.output.read_bytes(part))
+    # The join can take minutes on a large shard: a runner frozen in it must not delete a new owner's parts.
+    ctx.hold_lease()
     for part in parts:
         ctx.output.delete(part)
     state.counters.predicted_chunks = committed
