@@ -1,4 +1,5 @@
-"""Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots.
+"""Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots,
+and as report.html (``core.report.html``) from the same metrics.json document.
 
 Pure functions build each piece (``metrics_document``, ``render_report_md``, ``format_status``, and
 ``learning_curve_png`` / ``confusion_matrix_png``, which live in ``core.report.plots`` and are re-exported here);
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.llm.ledger import totals as ledger_totals
 from core.report.formats import acc_ci, money, pct, seconds, share
+from core.report.html import render_report_html, review_rows
 from core.report.plots import confusion_matrix_png, learning_curve_png
 from core.run import layout
 from core.run.state import IterationRecord, State, best_iteration
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 FAILED_SAMPLES = 5
 MAX_LINE_SKIPS_SHOWN = 50  # a broken .jsonl can skip thousands of lines; the count is always complete
 REPORT_KEY = layout.REPORT
+REPORT_HTML_KEY = layout.REPORT_HTML
 METRICS_KEY = layout.METRICS
 LEARNING_CURVE_KEY = layout.LEARNING_CURVE
 CONFUSION_KEY = layout.CONFUSION
@@ -379,27 +382,27 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
 def write_report(storage: Storage, state: State, *, settings_summary: dict, ledger_records: list[CallRecord],
                  ingest_report: dict, label_summary: dict, plots: bool = True,
                  notes: ReportNotes = ReportNotes()) -> list[str]:
-    """Write metrics.json, the PNG plots (when ``plots``) and report.md; returns the keys written."""
+    """Write metrics.json, the PNG plots (when ``plots``), report.md and report.html; returns the keys written."""
     totals = ledger_totals(ledger_records)
-    written: list[str] = []
     doc = metrics_document(state, settings_summary=settings_summary, totals=totals, ingest_report=ingest_report,
                            label_summary=label_summary, notes=notes)
     storage.write_text(METRICS_KEY, json.dumps(doc, indent=2, ensure_ascii=False))
-    written.append(METRICS_KEY)
-    plot_keys: list[str] = []
+    pngs: dict[str, bytes] = {}
     if plots:
         curve = learning_curve_png(state, _required_accuracy(settings_summary))
         if curve is not None:
-            storage.write_bytes(LEARNING_CURVE_KEY, curve)
-            plot_keys.append(LEARNING_CURVE_KEY)
+            pngs[LEARNING_CURVE_KEY] = curve
         rec = _record(state, _best(state))
         if rec is not None and rec.metrics:
-            png = confusion_matrix_png(Metrics.from_dict(rec.metrics), f"Classifier {rec.n} vs LLM test labels")
-            storage.write_bytes(CONFUSION_KEY, png)
-            plot_keys.append(CONFUSION_KEY)
-    written += plot_keys
+            pngs[CONFUSION_KEY] = confusion_matrix_png(Metrics.from_dict(rec.metrics),
+                                                       f"Classifier {rec.n} vs LLM test labels")
+    for key, png in pngs.items():
+        storage.write_bytes(key, png)
     storage.write_text(REPORT_KEY, render_report_md(state, settings_summary=settings_summary, totals=totals,
                                                     ingest_report=ingest_report, label_summary=label_summary,
-                                                    plot_keys=plot_keys, notes=notes))
-    written.append(REPORT_KEY)
-    return written
+                                                    plot_keys=list(pngs), notes=notes))
+    # review.csv is written just before the report by the report step (core.run.exports); absent before that.
+    review = review_rows(storage.read_text(layout.REVIEW_CSV)) if storage.exists(layout.REVIEW_CSV) else []
+    storage.write_text(REPORT_HTML_KEY, render_report_html(doc, settings_summary=settings_summary, plots=pngs,
+                                                           review=review, stand_in=notes.stand_in_llm))
+    return [METRICS_KEY, *pngs, REPORT_KEY, REPORT_HTML_KEY]
