@@ -90,7 +90,7 @@ def test_run_local_binary_end_to_end(tmp_path: Path, tiny_bert_dir: Path, sms_no
     row = json.loads(preds[0])
     assert row["label"] in SMS and set(row["probs"]) == set(SMS)
     assert abs(sum(row["probs"].values()) - 1) < 1e-4
-    for key in ("report.md", "metrics.json", "llm_calls.jsonl", "plots/learning_curve.png",
+    for key in ("report.md", "report.html", "metrics.json", "llm_calls.jsonl", "plots/learning_curve.png",
                 "plots/confusion_matrix.png", "classifiers/rules_creation_generation.yaml",
                 "meta_datagen/meta_dataset.jsonl", "ingest_report.json"):
         assert (out / key).stat().st_size > 0, key
@@ -152,6 +152,9 @@ def _check_label_exports(out: Path, state: dict) -> None:
     assert confidence == sorted(confidence, reverse=True)
     by_id = {r["id"]: r for r in test}
     assert all(by_id[r["id"]]["label"] == r["llm_label"] and by_id[r["id"]]["text"] == r["text"] for r in review)
+    page = (out / "report.html").read_text()  # rendered after review.csv, in the same report step
+    shown = [page.index(f"<td>{r['id']}</td>") for r in review[:20]]
+    assert shown == sorted(shown) and (review or "No disagreements on the test set" in page)
     preds = lines("classifiers/final_classifier_output/predictions.jsonl")
     assert all(p["metadata"]["label"] in SMS for p in preds), "predictions join back to their input records"
 

@@ -1,4 +1,5 @@
-"""Tests for core.report: report.md, metrics.json and the PNG plots rendered from a hand-built run.
+"""Tests for core.report: report.md, metrics.json and the PNG plots rendered from a hand-built run (report.html:
+tests/test_report_html.py, on the same run).
 
 The run has two evaluated iterations (the second is best), gold labels on both, a ledger with two models
 and three stages, and an ingestion report with skipped files and skipped .jsonl lines. Everything is written
@@ -21,6 +22,7 @@ from core.report.render import (
     CONFUSION_KEY,
     LEARNING_CURVE_KEY,
     METRICS_KEY,
+    REPORT_HTML_KEY,
     REPORT_KEY,
     confusion_matrix_png,
     format_status,
@@ -138,7 +140,7 @@ def assert_png(data: bytes, min_bytes: int = 8_000) -> tuple[int, int]:
 
 def test_writes_every_output(tmp_path: Path) -> None:
     storage, keys = run_report(tmp_path, plots=True)
-    assert keys == [METRICS_KEY, LEARNING_CURVE_KEY, CONFUSION_KEY, REPORT_KEY]
+    assert keys == [METRICS_KEY, LEARNING_CURVE_KEY, CONFUSION_KEY, REPORT_KEY, REPORT_HTML_KEY]
     assert all(storage.exists(k) for k in keys)
     md = storage.read_text(REPORT_KEY)
     assert f"![{LEARNING_CURVE_KEY}]({LEARNING_CURVE_KEY})" in md
@@ -325,7 +327,7 @@ def test_gold_curve_changes_the_plot() -> None:
 
 def test_no_plots_when_disabled(tmp_path: Path) -> None:
     storage, keys = run_report(tmp_path, plots=False)  # the helper's default, stated because it is the point
-    assert keys == [METRICS_KEY, REPORT_KEY]
+    assert keys == [METRICS_KEY, REPORT_KEY, REPORT_HTML_KEY]
     assert not storage.exists(LEARNING_CURVE_KEY)
     assert "## Plots" not in storage.read_text(REPORT_KEY)
 
@@ -333,7 +335,7 @@ def test_no_plots_when_disabled(tmp_path: Path) -> None:
 def test_report_before_any_evaluation(tmp_path: Path) -> None:
     state = State(config_fingerprint="fp", step=Step.LABEL_TEST)
     storage, keys = run_report(tmp_path, state, plots=True, ledger_records=[], label_summary={})
-    assert keys == [METRICS_KEY, REPORT_KEY]  # nothing to plot yet
+    assert keys == [METRICS_KEY, REPORT_KEY, REPORT_HTML_KEY]  # nothing to plot yet
     md = storage.read_text(REPORT_KEY)
     assert "in progress (step `label_test`)" in md
     assert "No classifier has been evaluated yet." in md

@@ -1,4 +1,5 @@
-"""Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots.
+"""Run report: state, metrics and the cost ledger rendered as report.md, metrics.json and two PNG plots,
+and as report.html (``core.report.html``) from the same metrics.json document.
 
 Pure functions build each piece (``metrics_document``, ``render_report_md``, ``format_status``, and
 ``learning_curve_png`` / ``confusion_matrix_png``, which live in ``core.report.plots`` and are re-exported here);
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.llm.ledger import totals as ledger_totals
+from core.report.formats import acc_ci, money, pct, seconds, share
+from core.report.html import render_report_html, review_rows
 from core.report.plots import confusion_matrix_png, learning_curve_png
 from core.run import layout
 from core.run.state import IterationRecord, State, best_iteration
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 FAILED_SAMPLES = 5
 MAX_LINE_SKIPS_SHOWN = 50  # a broken .jsonl can skip thousands of lines; the count is always complete
 REPORT_KEY = layout.REPORT
+REPORT_HTML_KEY = layout.REPORT_HTML
 METRICS_KEY = layout.METRICS
 LEARNING_CURVE_KEY = layout.LEARNING_CURVE
 CONFUSION_KEY = layout.CONFUSION
@@ -81,28 +85,6 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(map(_cell, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
     return lines
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _acc_ci(m: Mapping[str, Any]) -> str:
-    lo, hi = m["accuracy_ci95"]
-    return f"{_pct(m['accuracy'])} ({_pct(lo)}–{_pct(hi)})"
-
-
-def _seconds(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
-
-
-def _money(bucket: Mapping[str, Any]) -> str:
-    cost, unknown = bucket.get("cost_usd", 0.0), bucket.get("unknown_cost_models")
-    return (f"${cost:.4f} + unknown*" if cost else "unknown*") if unknown else f"${cost:.4f}"
 
 
 def _counts(d: Mapping[str, Any]) -> dict[str, int | float]:
@@ -151,7 +133,7 @@ def _status_section(state: State, settings_summary: Mapping[str, Any], stand_in:
     if classes:
         lines.append(f"- **Classes:** {', '.join(classes)}.")
     if required is not None:
-        lines.append(f"- **Required accuracy:** {_pct(required)}.")
+        lines.append(f"- **Required accuracy:** {pct(required)}.")
     api = settings_summary.get("api") or {}
     if api:
         lines.append(f"- **Models:** rules and test labels by `{api.get('large_model')}`, training labels by "
@@ -174,7 +156,7 @@ def _best_section(state: State, settings_summary: Mapping[str, Any], fetch: str)
     path = classifier_dir(best)
     output = str((settings_summary.get("path") or {}).get("output") or "OUTPUT").rstrip("/")
     lines = ["## Best classifier", "", f"Iteration {best}: `{path}` in the output location"
-             + (f", accuracy {_acc_ci(rec.metrics)} on {rec.metrics['n']} test labels." if rec and rec.metrics
+             + (f", accuracy {acc_ci(rec.metrics)} on {rec.metrics['n']} test labels." if rec and rec.metrics
                 else ".")]
     if fetch:
         local = f"./classifier_{best}"
@@ -199,10 +181,10 @@ def _iterations_section(state: State) -> list[str]:
         m = it.metrics
         chosen = f"{it.train_ids} ({it.selection})" if it.selection else it.train_ids
         row: list[Any] = [f"{it.n} (best)" if it.n == best else it.n, chosen, it.train_examples,
-                          _acc_ci(m) if m else "—", f"{m['macro_f1']:.3f}" if m else "—", m["n"] if m else "—"]
+                          acc_ci(m) if m else "—", f"{m['macro_f1']:.3f}" if m else "—", m["n"] if m else "—"]
         if gold:
-            row.append(_acc_ci(it.gold_metrics) + f", n={it.gold_metrics['n']}" if it.gold_metrics else "—")
-        row.append(_seconds(it.train_seconds))
+            row.append(acc_ci(it.gold_metrics) + f", n={it.gold_metrics['n']}" if it.gold_metrics else "—")
+        row.append(seconds(it.train_seconds))
         rows.append(row)
     if not rows:
         return ["## Iterations", "", "No training iteration has run yet.", ""]
@@ -230,13 +212,13 @@ def _spend_section(totals: Mapping[str, Any]) -> list[str]:
     headers = ["calls", "cache hits", "failures", "tokens in", "tokens out", "cost"]
 
     def rows(group: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
-        return [[name, b["calls"], b["cache_hits"], b["failures"], b["tokens_in"], b["tokens_out"], _money(b)]
+        return [[name, b["calls"], b["cache_hits"], b["failures"], b["tokens_in"], b["tokens_out"], money(b)]
                 for name, b in group.items()]
 
     lines = ["## LLM spend", "", *_table(["model", *headers], rows(totals.get("by_model", {}))), "",
              *_table(["stage", *headers], rows(totals.get("by_stage", {}))), "",
              f"Total: {overall['calls']} calls ({overall['cache_hits']} served from the cache at no cost), "
-             f"{_money(overall)}."]
+             f"{money(overall)}."]
     if overall.get("unknown_cost_models"):
         lines.append(f"\\* litellm's cost map does not price {', '.join(overall['unknown_cost_models'])}: "
                      "those calls are missing from the cost.")
@@ -253,7 +235,7 @@ def _cache_and_retry_lines(totals: Mapping[str, Any]) -> list[str]:
         lines += ["", "Prompt caching (the rules and instructions, the same for every label, read from the provider's "
                   "cache at its cached-input rate):", "",
                   *_table(["model", "input tokens", "read from cache", "written to cache", "saved"],
-                          [[m, b["tokens_in"], f"{b['cached_tokens']} ({_share(b['cached_tokens'], b['tokens_in'])})",
+                          [[m, b["tokens_in"], f"{b['cached_tokens']} ({share(b['cached_tokens'], b['tokens_in'])})",
                             b["cache_write_tokens"], f"${b['cache_saving_usd']:.4f}"] for m, b in cached.items()]),
                   "", f"The prompt cache saved ${overall['cache_saving_usd']:.4f} against the full input price."]
     if overall.get("cut_off"):
@@ -264,15 +246,6 @@ def _cache_and_retry_lines(totals: Mapping[str, Any]) -> list[str]:
                   "take (such as logprobs); it was dropped for that model and the call asked again, not counted as "
                   "a failure."]
     return lines
-
-
-def _share(part: int, whole: int) -> str:
-    """``part`` as a percentage of ``whole``.
-
-    >>> _share(4251, 5669)
-    '75%'
-    """
-    return f"{100 * part / whole:.0f}%" if whole else "0%"
 
 
 def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
@@ -344,7 +317,7 @@ def _predictions_section(state: State, recount: str) -> list[str]:
     total = max(p["predicted"], 1)
     if by_label:
         out += ["", *_table(["predicted label", "chunks", "share"],
-                            [[label, n, _pct(n / total)] for label, n in by_label.items()])]
+                            [[label, n, pct(n / total)] for label, n in by_label.items()])]
     if shards > 1:
         out += ["", *_table(["shard", "file", "predicted", "expected", "status"],
                             [[s["index"], f"`{s['key']}`", s["predicted"], "?" if s["expected"] is None
@@ -355,8 +328,8 @@ def _predictions_section(state: State, recount: str) -> list[str]:
 def _timings_section(state: State) -> list[str]:
     if not state.step_seconds:
         return []
-    rows = [[step, _seconds(s)] for step, s in state.step_seconds.items()]
-    rows.append(["**total**", _seconds(sum(state.step_seconds.values()))])
+    rows = [[step, seconds(s)] for step, s in state.step_seconds.items()]
+    rows.append(["**total**", seconds(sum(state.step_seconds.values()))])
     return ["## Step timings", "", *_table(["step", "time"], rows), ""]
 
 
@@ -386,8 +359,8 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
     for it in state.iterations:
         if it.metrics:
             m = it.metrics
-            gold = f", gold {_pct(it.gold_metrics['accuracy'])}" if it.gold_metrics else ""
-            lines.append(f"  iteration {it.n}: accuracy {_acc_ci(m)}, macro-F1 {m['macro_f1']:.3f}, "
+            gold = f", gold {pct(it.gold_metrics['accuracy'])}" if it.gold_metrics else ""
+            lines.append(f"  iteration {it.n}: accuracy {acc_ci(m)}, macro-F1 {m['macro_f1']:.3f}, "
                          f"{it.train_examples} training examples{gold}")
         else:
             lines.append(f"  iteration {it.n}: not evaluated yet ({it.train_examples} training examples)")
@@ -396,7 +369,7 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
     overall = totals.get("overall") or {}
     if overall.get("calls"):
         unknown = overall.get("unknown_cost_models") or []
-        lines.append(f"LLM spend so far: {_money(overall).rstrip('*')} over {overall['calls']} calls "
+        lines.append(f"LLM spend so far: {money(overall).rstrip('*')} over {overall['calls']} calls "
                      f"({overall['cache_hits']} cache hits, {overall['failures']} failures)"
                      + (f"; cost unknown for {', '.join(unknown)}" if unknown else ""))
     else:
@@ -409,27 +382,27 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
 def write_report(storage: Storage, state: State, *, settings_summary: dict, ledger_records: list[CallRecord],
                  ingest_report: dict, label_summary: dict, plots: bool = True,
                  notes: ReportNotes = ReportNotes()) -> list[str]:
-    """Write metrics.json, the PNG plots (when ``plots``) and report.md; returns the keys written."""
+    """Write metrics.json, the PNG plots (when ``plots``), report.md and report.html; returns the keys written."""
     totals = ledger_totals(ledger_records)
-    written: list[str] = []
     doc = metrics_document(state, settings_summary=settings_summary, totals=totals, ingest_report=ingest_report,
                            label_summary=label_summary, notes=notes)
     storage.write_text(METRICS_KEY, json.dumps(doc, indent=2, ensure_ascii=False))
-    written.append(METRICS_KEY)
-    plot_keys: list[str] = []
+    pngs: dict[str, bytes] = {}
     if plots:
         curve = learning_curve_png(state, _required_accuracy(settings_summary))
         if curve is not None:
-            storage.write_bytes(LEARNING_CURVE_KEY, curve)
-            plot_keys.append(LEARNING_CURVE_KEY)
+            pngs[LEARNING_CURVE_KEY] = curve
         rec = _record(state, _best(state))
         if rec is not None and rec.metrics:
-            png = confusion_matrix_png(Metrics.from_dict(rec.metrics), f"Classifier {rec.n} vs LLM test labels")
-            storage.write_bytes(CONFUSION_KEY, png)
-            plot_keys.append(CONFUSION_KEY)
-    written += plot_keys
+            pngs[CONFUSION_KEY] = confusion_matrix_png(Metrics.from_dict(rec.metrics),
+                                                       f"Classifier {rec.n} vs LLM test labels")
+    for key, png in pngs.items():
+        storage.write_bytes(key, png)
     storage.write_text(REPORT_KEY, render_report_md(state, settings_summary=settings_summary, totals=totals,
                                                     ingest_report=ingest_report, label_summary=label_summary,
-                                                    plot_keys=plot_keys, notes=notes))
-    written.append(REPORT_KEY)
-    return written
+                                                    plot_keys=list(pngs), notes=notes))
+    # review.csv is written just before the report by the report step (core.run.exports); absent before that.
+    review = review_rows(storage.read_text(layout.REVIEW_CSV)) if storage.exists(layout.REVIEW_CSV) else []
+    storage.write_text(REPORT_HTML_KEY, render_report_html(doc, settings_summary=settings_summary, plots=pngs,
+                                                           review=review, stand_in=notes.stand_in_llm))
+    return [METRICS_KEY, *pngs, REPORT_KEY, REPORT_HTML_KEY]

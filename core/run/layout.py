@@ -42,6 +42,7 @@ REVIEW_CSV = CLASSIFIERS + "review.csv"  # report: test chunks where the best cl
 FINAL_OUTPUT = CLASSIFIERS + "final_classifier_output/"
 LLM_CALLS = "llm_calls.jsonl"  # the ledger's parts folded into one file by the report step
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # report: report.md's figures, plots and review list as one self-contained page
 METRICS = "metrics.json"
 LEARNING_CURVE = "plots/learning_curve.png"
 CONFUSION = "plots/confusion_matrix.png"
