@@ -34,7 +34,7 @@ from core.model.training import (
     plan_epochs,
     train_classifier,
 )
-from tests.fixtures.models import CLASSES, synthetic_task, tiny_train_config
+from tests.fixtures.models import CLASSES, FILLER, synthetic_task, tiny_train_config
 
 SMS = Path("/work/shared/data/sms_spam.jsonl")
 
@@ -260,6 +260,35 @@ def test_transformers_pipeline_loads_it_and_returns_class_names(tiny_classifier_
     out = classify(texts)
     assert [o["label"] for o in out] == ["gamma", "alpha", "beta"]
     assert load_classifier(tiny_classifier_dir, threads=1).predict(texts) == ["gamma", "alpha", "beta"]
+
+
+def test_pipeline_with_truncation_agrees_with_our_prediction_for_a_head_classifier(
+        tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """transformers.pipeline(truncation=True) on a head-truncated classifier: the same labels (and, at fp32, the
+    same probabilities) as load_classifier().predict, for short texts and for texts 10-40 times max_length."""
+    from transformers import pipeline
+
+    texts, labels = synthetic_task(96, seed=1)
+    out = tmp_path / "head"
+    train_classifier(texts, labels, tiny_train_config(tiny_bert_dir, truncation_type="head"), out)
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert (tokenizer_config["model_max_length"], tokenizer_config["truncation_side"]) == (32, "right")
+
+    rng = random.Random(4)
+    filler = " ".join(rng.choices(FILLER, k=600))
+    short, _ = synthetic_task(12, seed=8)
+    long = [f"{c} {filler[: 300 * (i + 1)]}" for i, c in enumerate(CLASSES)]  # the class word survives the cut
+    long += [f"{filler} {c}" for c in CLASSES]  # ...and here it is cut off: both sides must lose it alike
+    classify = pipeline("text-classification", model=str(out), truncation=True, top_k=None)
+    ours = load_classifier(out, threads=1, precision="fp32")
+    for batch in (short, long):
+        got = classify(batch)
+        our_labels, our_probs = ours.predict_proba(batch)
+        assert [max(o, key=lambda d: d["score"])["label"] for o in got] == our_labels
+        for row, probs in zip(got, our_probs, strict=True):
+            by_label = {d["label"]: d["score"] for d in row}
+            assert [by_label[c] for c in ours.classes] == pytest.approx(list(probs), abs=1e-4)
+    assert our_labels[:3] == list(CLASSES)  # the long texts were really classified by their head
 
 
 def test_training_is_deterministic_under_the_seed(tiny_bert_dir: Path, tmp_path: Path) -> None:

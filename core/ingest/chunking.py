@@ -3,7 +3,8 @@
 Does: turn each file into text with ``core.ingest.readers`` (.txt/.md, .pdf, .docx; a .jsonl record is one chunk);
 split long text into chunks of at most ``chunk_size`` characters at the most natural boundary at hand (paragraph,
 sentence, line, word, and only then a hard cut); give each chunk a stable id; keep exact duplicates once;
-say, for every file or .jsonl line it could not use, why.
+say, for every file or .jsonl line it could not use, why, and for every text file whose encoding was guessed or
+taken from a byte-order mark, which encoding read it (``decoded_as``; logged too).
 
 Does not: touch S3 or the filesystem (the caller passes ``(key, bytes)`` pairs and writes the report), OCR
 scanned PDFs, render markdown, overlap chunks, or check its settings: ``chunk_size`` (``system.chunk_size``, an
@@ -19,16 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import NoUsableChunks
-from core.ingest.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_plain
+from core.ingest.decoding import Decoded
+from core.ingest.readers import READERS, Draft, Skip, clean, normalise, read_jsonl_records, read_text
 from core.schema import Chunk, SkippedInput
 
+log = logging.getLogger("bootstrapper")
+
 SUPPORTED_EXTENSIONS = (".txt", ".md", ".pdf", ".docx", ".jsonl")
+_PLAIN_TEXT = (".txt", ".md", ".jsonl")
 TRUNCATION_MARKER = " […] "
 
 # Boundaries from the most to the least natural; each pattern matches the separator a piece ends with.
@@ -170,8 +176,10 @@ def _extension(key: str) -> str:
     return name[dot:].lower() if dot > 0 else ""
 
 
-def _drafts(key: str, data: bytes, chunk_size: int, truncation_type: str) -> tuple[list[Draft], list[SkippedInput]]:
-    """``(position, text, metadata)`` of each chunk of one file before dedup, and its skipped lines."""
+def _drafts(key: str, data: bytes, chunk_size: int,
+            truncation_type: str) -> tuple[list[Draft], list[SkippedInput], Decoded | None]:
+    """``(position, text, metadata)`` of each chunk of one file before dedup, its skipped lines, and how its text
+    was decoded when that is worth telling (anything but plain UTF-8)."""
     junk = _junk_reason(key)
     if junk:
         raise Skip(junk)
@@ -180,15 +188,18 @@ def _drafts(key: str, data: bytes, chunk_size: int, truncation_type: str) -> tup
         raise Skip(f"unsupported extension {extension or '(none)'}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
     if not data.strip():
         raise Skip("empty file")
-    if extension == ".jsonl":
-        records, skipped = read_jsonl_records(key, read_plain(data))
+    decoded = read_text(data) if extension in _PLAIN_TEXT else None
+    decoded_as = decoded if decoded is not None and decoded.how != "utf-8" else None
+    if decoded is not None and extension == ".jsonl":
+        records, skipped = read_jsonl_records(key, decoded.text)
         # Records are never split (a record is one unit to classify), only cut; position is the 0-based
         # line so that an id does not change when a bad line elsewhere in the file is fixed.
-        return [(n - 1, truncate(text, chunk_size, truncation_type), meta) for n, text, meta in records], skipped
-    text = clean(READERS[extension](data))
+        drafts = [(n - 1, truncate(text, chunk_size, truncation_type), meta) for n, text, meta in records]
+        return drafts, skipped, decoded_as
+    text = clean(decoded.text if decoded is not None else READERS[extension](data))
     if not text.strip():
         raise Skip("empty file")
-    return [(i, chunk, {}) for i, chunk in enumerate(chunk_text(text, chunk_size))], []
+    return [(i, chunk, {}) for i, chunk in enumerate(chunk_text(text, chunk_size))], [], decoded_as
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,7 @@ class IngestResult:
     files_read: int  # files whose content was parsed; files_read + files_skipped == files given
     duplicates_dropped: int
     per_source: dict[str, int] = field(default_factory=dict)  # chunks kept per file read (0 if all were dupes)
+    decoded_as: dict[str, str] = field(default_factory=dict)  # file read -> "cp1251 (detected)"; UTF-8 files absent
 
     def report(self) -> dict[str, Any]:
         """The content of ``ingest_report.json``."""
@@ -208,6 +220,7 @@ class IngestResult:
             "duplicates_dropped": self.duplicates_dropped,
             "skipped": [s.to_dict() for s in self.skipped],
             "per_source": dict(self.per_source),
+            "decoded_as": dict(self.decoded_as),
         }
 
 
@@ -218,21 +231,27 @@ def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_ty
     """
     # Each file is read as it arrives and only its text is kept, so the raw bytes of every input (PDFs
     # are mostly not text) never have to be in memory at once; sorting happens afterwards.
-    outcomes: list[tuple[str, list[Draft] | None, list[SkippedInput]]] = []
+    outcomes: list[tuple[str, list[Draft] | None, list[SkippedInput], Decoded | None]] = []
     for key, data in files:
         try:
             outcomes.append((key, *_drafts(key, data, chunk_size, truncation_type)))
         except Skip as skip:
-            outcomes.append((key, None, [SkippedInput(source=key, reason=str(skip))]))
+            outcomes.append((key, None, [SkippedInput(source=key, reason=str(skip))], None))
     chunks: list[Chunk] = []
     skipped: list[SkippedInput] = []
     per_source: dict[str, int] = {}
+    decoded_as: dict[str, str] = {}
     seen: set[str] = set()
     duplicates = 0
-    for key, drafts, file_skips in sorted(outcomes, key=lambda outcome: outcome[0]):
+    for key, drafts, file_skips, decoding in sorted(outcomes, key=lambda outcome: outcome[0]):
         skipped.extend(file_skips)
         if drafts is None:
             continue
+        if decoding is not None:
+            decoded_as[key] = decoding.describe()
+            # a guessed encoding can still be wrong: say so where the user looks, not only in the report
+            log.log(logging.WARNING if decoding.guessed else logging.INFO, "input %s decoded as %s", key,
+                    decoded_as[key])
         per_source[key] = 0
         for position, text, metadata in drafts:
             if text in seen:
@@ -241,7 +260,7 @@ def ingest(files: Iterable[tuple[str, bytes]], *, chunk_size: int, truncation_ty
             seen.add(text)
             per_source[key] += 1
             chunks.append(Chunk(chunk_id(key, position, text), text, key, position, metadata))
-    result = IngestResult(chunks, skipped, len(per_source), duplicates, per_source)
+    result = IngestResult(chunks, skipped, len(per_source), duplicates, per_source, decoded_as)
     if not chunks:
         counts = result.report()
         raise NoUsableChunks(

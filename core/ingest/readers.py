@@ -1,6 +1,6 @@
 """Input file bytes to text: one reader per format, and the text clean-up every reader's output gets.
 
-Does: decode .txt/.md (UTF-8, then cp1252, then latin-1), extract the text of .pdf (pypdf) and .docx
+Does: decode .txt/.md (``core.ingest.decoding``: byte-order mark, UTF-8, then a checked detection), extract the text of .pdf (pypdf) and .docx
 (python-docx, paragraphs and tables in document order), and read .jsonl records (text plus metadata per
 line, with a reason for every line it cannot use). A file it cannot use raises ``Skip`` with the reason.
 
@@ -9,7 +9,6 @@ Does not: chunk, give ids, or deduplicate (``core.ingest.chunking`` does), or to
 
 from __future__ import annotations
 
-import codecs
 import io
 import json
 import re
@@ -20,6 +19,7 @@ import docx
 from docx.table import Table
 from pypdf import PdfReader
 
+from core.ingest.decoding import Decoded, decode
 from core.schema import SkippedInput
 
 _HSPACE = re.compile(r"[^\S\n]+")
@@ -62,22 +62,18 @@ def describe(exc: BaseException) -> str:
 # ---- readers: bytes -> text, or Skip ---------------------------------------------------------------
 
 
-def _decode(data: bytes) -> str:
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    for encoding in ("utf-16", "utf-8-sig", "cp1252") if utf16 else ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")  # maps every byte: never fails
+def read_text(data: bytes) -> Decoded:
+    """The decoded text of a plain-text file, and how it was decoded; Skip when it is not text."""
+    decoded = decode(data)
+    text = decoded.text
+    if "\x00" in text or len(_CONTROL.findall(text)) > _BINARY_CONTROL_RATIO * len(text):
+        # UTF-16 and Shift-JIS were tried by then: whatever read these bytes, they are not text.
+        raise Skip(f"binary content in a text file (NUL or control bytes even when read as {decoded.encoding})")
+    return decoded
 
 
 def read_plain(data: bytes) -> str:
-    text = _decode(data)
-    controls = len(_CONTROL.findall(text))
-    if "\x00" in text or controls > _BINARY_CONTROL_RATIO * len(text):
-        raise Skip("binary content in a text file")
-    return text
+    return read_text(data).text
 
 
 def _open_without_password(reader: PdfReader) -> None:

@@ -356,6 +356,11 @@ def _save(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, base: str, o
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)  # safetensors is the default format
+        # transformers.pipeline(..., truncation=True) cuts at the saved model_max_length, on the right: set both,
+        # rather than rely on the loading kwarg surviving, so a "head" classifier sees there what it saw here.
+        # A "head-tail" cut has no tokenizer setting (README, "Outputs", says how to reproduce it).
+        tokenizer.model_max_length = cfg.max_length
+        tokenizer.truncation_side = "right"
         tokenizer.save_pretrained(out_dir)
         meta = {"format": 1, "base_model": base, **asdict(cfg)}
         (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
