@@ -9,6 +9,7 @@ rows go to stdout).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -20,6 +21,8 @@ from core.storage.backends import download_dir, open_storage
 from core.storage.jsonl_log import jsonl_line
 from handlers import wiring
 
+FETCHED_PREFIX = "bootstrapper-classifier-"  # temporary copies of s3:// classifiers, removed after the command
+
 
 def _local_model(model_dir: str, environ: Mapping[str, str]) -> Path:
     if not model_dir.startswith(wiring.S3):
@@ -27,7 +30,7 @@ def _local_model(model_dir: str, environ: Mapping[str, str]) -> Path:
         if not (path / "config.json").exists():
             raise ConfigError("model_dir", f"{model_dir} is not a classifier folder (no config.json)")
         return path
-    local = Path(tempfile.mkdtemp(prefix="bootstrapper-classifier-"))
+    local = Path(tempfile.mkdtemp(prefix=FETCHED_PREFIX))
     download_dir(open_storage(model_dir, s3_client=wiring.make_s3_client_from_env(environ)), "", local)
     if not (local / "config.json").exists():
         raise ConfigError("model_dir", f"{model_dir} holds no classifier (no config.json)")
@@ -64,16 +67,24 @@ def _open_output(target: str, environ: Mapping[str, str]) -> tuple[Any, TextIO |
 
 
 def classify_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from core.model.classifier import load_classifier
-    from core.run.classify import DEFAULT_CHUNK_SIZE, ClassifySummary, classify_documents, precision_for, run_info
-
     if args.batch_size < 1:
         raise ConfigError("--batch-size", f"must be >= 1, got {args.batch_size}")
     model_dir = _local_model(args.model_dir, environ)
+    try:
+        return _classify(args, environ, model_dir)
+    finally:
+        if model_dir.name.startswith(FETCHED_PREFIX):  # our copy of an s3:// classifier
+            shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def _classify(args: argparse.Namespace, environ: Mapping[str, str], model_dir: Path) -> int:
+    from core.model.classifier import load_classifier
+    from core.run.classify import DEFAULT_CHUNK_SIZE, ClassifySummary, classify_documents, precision_for, run_info
+
     precision = precision_for(model_dir, args.precision)
     clf = load_classifier(model_dir, precision=precision)  # type: ignore[arg-type]
     info = run_info(model_dir)
-    chunk_size = args.chunk_size or int(info.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+    chunk_size = args.chunk_size if args.chunk_size is not None else int(info.get("chunk_size") or DEFAULT_CHUNK_SIZE)
     summary = ClassifySummary()
     rows = classify_documents(clf, _files(args.inputs, environ), chunk_size=chunk_size,
                               truncation_type=clf.truncation_type, batch_size=args.batch_size,

@@ -20,6 +20,7 @@ class ProviderTemplate:
     small: str
     keys: str  # a comment line: which variables hold the credentials
     base_url: str | None = None
+    small_base_url: str | None = None  # when the small model is served elsewhere; default: base_url
     params: str = ""  # YAML flow mapping for both *_params, or empty
 
 
@@ -34,9 +35,10 @@ PROVIDERS: dict[str, ProviderTemplate] = {
     "ollama": ProviderTemplate("ollama_chat/llama3.1:70b", "ollama_chat/llama3.1:8b",
                                "no key for a local Ollama ($OLLAMA_API_KEY if yours wants one)",
                                base_url="http://localhost:11434"),
+    # One `vllm serve` serves one model: the large and the small one each on their own port.
     "vllm": ProviderTemplate("hosted_vllm/Qwen/Qwen2.5-32B-Instruct", "hosted_vllm/Qwen/Qwen2.5-7B-Instruct",
                              "no key needed ($BOOTSTRAPPER_API__LARGE_API_KEY if your server wants one)",
-                             base_url="http://localhost:8000/v1"),
+                             base_url="http://localhost:8000/v1", small_base_url="http://localhost:8001/v1"),
 }
 
 
@@ -47,7 +49,7 @@ def config_text(provider: str) -> str:
     True
     """
     t = PROVIDERS[provider]
-    url = (f"  large_base_url: {t.base_url}\n  small_base_url: {t.base_url}\n" if t.base_url else
+    url = (f"  large_base_url: {t.base_url}\n  small_base_url: {t.small_base_url or t.base_url}\n" if t.base_url else
            "  # large_base_url / small_base_url: a proxy or gateway in front of the provider (null: its own)\n")
     params = (f"  large_params: {t.params}\n  small_params: {t.params}\n" if t.params else
               "  # large_params / small_params: litellm options per model, e.g. {reasoning_effort: low}\n")

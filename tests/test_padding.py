@@ -130,3 +130,29 @@ def test_a_padded_prefix_is_read_from_the_oracles_cache(oracle_server, tmp_path:
     by_stage = totals(ledger.load_all())["by_stage"]
     assert by_stage["plain"]["cached_tokens"] == 0
     assert by_stage["padded"]["cached_tokens"] == 2 * 1024  # calls 2 and 3, in OpenAI's 128-token steps
+
+
+def test_the_padding_is_decided_once_per_model_and_kept_for_resumes(tmp_path) -> None:
+    """A resume on an image whose litellm prices or tokenizes differently must send the same prompt: the first
+    decision is written to prompt_padding.json and read back, not recomputed."""
+    import json
+    from types import SimpleNamespace
+
+    from core.config import load_settings
+    from core.llm.client import Endpoint
+    from core.run import layout
+    from core.run.steps import label_prompt
+    from core.storage.backends import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    settings = load_settings("{classification: {classes: [ham, spam], desc: x}, path: {input: in, output: out}}")
+    ctx = SimpleNamespace(settings=settings, output=storage, format_modes={"openai/gpt-4.1": "json_schema"})
+    rules = "\n".join(f"{i}. A prize claim, a premium-rate number or a reply keyword makes a text spam." for i in range(25))
+    data = SimpleNamespace(rules_text=lambda: rules, splits={"test": [f"t{i}" for i in range(200)]})
+    endpoint = Endpoint(model="openai/gpt-4.1")
+    first = label_prompt(ctx, data, endpoint)  # type: ignore[arg-type]
+    assert first.pad_blocks > 0, "gpt-4.1 (cached at 25%) pays for padding a ~400-token prefix"
+    recorded = json.loads(storage.read_text(layout.PROMPT_PADDING))["openai/gpt-4.1"]
+    assert recorded["blocks"] == first.pad_blocks and 400 < recorded["tokens"] < 700, "~550 -> ~1045 tokens"
+    storage.write_text(layout.PROMPT_PADDING, json.dumps({"openai/gpt-4.1": {"blocks": 3, "tokens": 180}}))
+    assert label_prompt(ctx, data, endpoint).pad_blocks == 3  # type: ignore[arg-type]

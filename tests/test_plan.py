@@ -142,12 +142,16 @@ def test_caching_is_priced_where_it_applies_and_only_there() -> None:
     does: the plan prices the padded prefix at the cached rate (cheaper), and says so in its assumptions."""
     from core.llm.prompt_cache import prefix_cost
 
-    plain = estimate(settings(), chunks(1000))
+    plain = estimate(settings(), chunks(1000), rules_prompt_tokens=330)  # the SMS example's ~409-token prefix
     assert plain.maximum.totals["cached_cost_usd"] == pytest.approx(plain.maximum.totals["cost_usd"])
-    assert any("openai/gpt-4o: " in a and "not cached" in a for a in plain.assumptions)
+    assert any("openai/gpt-4o: the ~4" in a and "not cached" in a for a in plain.assumptions)
     assert "Prompt caching saves" not in format_plan(plain)
+    # Longer rules tip gpt-4o too: a ~830-token prefix read at half price beats paying it in full.
+    longer = estimate(settings(), chunks(1000), rules_prompt_tokens=750)
+    assert any(a.startswith("openai/gpt-4o: ") and "padded to ~1045" in a for a in longer.assumptions)
+    assert longer.maximum.totals["cached_cost_usd"] < longer.maximum.totals["cost_usd"]
 
-    est = estimate(settings("openai/gpt-4.1", "openai/gpt-4.1-mini"), chunks(1000))
+    est = estimate(settings("openai/gpt-4.1", "openai/gpt-4.1-mini"), chunks(1000), rules_prompt_tokens=330)
     test = next(s for s in est.maximum.stages if s.stage == "test_labels")
     assert test.cached_cost_usd < test.cost_usd
     note = next(a for a in est.assumptions if a.startswith("openai/gpt-4.1: "))

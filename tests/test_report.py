@@ -200,6 +200,13 @@ def test_skipped_inputs_listed(tmp_path: Path) -> None:
     assert "- `b.jsonl` line 17: not valid JSON" in md
     assert "- chunks made: 640" in md and "- duplicates dropped: 7" in md
     assert "per source" not in md  # a dict, not a count
+    assert "not in UTF-8" not in md
+
+
+def test_guessed_encodings_are_listed(tmp_path: Path) -> None:
+    ingest = {**INGEST, "decoded_as": {"ru.txt": "cp1251 (detected)", "notes.txt": "utf-16-le (no BOM)"}}
+    md = run_report(tmp_path, ingest_report=ingest)[0].read_text(REPORT_KEY)
+    assert "Files not in UTF-8: 2." in md and "- `ru.txt`: read as cp1251 (detected)" in md
 
 
 def test_many_skipped_lines_are_capped_but_counted(tmp_path: Path) -> None:
@@ -259,6 +266,10 @@ def test_prompt_cache_saving_cut_offs_and_refusals_are_reported(tmp_path: Path) 
     assert f"The prompt cache saved ${saved:.4f} against the full input price." in md
     assert "1 replies were cut off by the length limit" in md
     assert "1 calls were refused for an optional parameter" in md
+    padded = run_report(tmp_path / "padded", ledger_records=records,
+                        padding_cost={model: 0.0001})[0].read_text(REPORT_KEY)
+    assert f"| {model} | 3000 | 1200 (40%) | 1200 | ${saved - 0.0001:.4f} |" in padded
+    assert f"saved ${saved - 0.0001:.4f} against the full input price, net of $0.0001 the padding" in padded
     plain = run_report(tmp_path / "plain")[0].read_text(REPORT_KEY)
     assert "Prompt caching" not in plain and "cut off" not in plain and "refused" not in plain
 

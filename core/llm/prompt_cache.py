@@ -1,13 +1,14 @@
 """Provider prompt caching as the labeling bill sees it, and whether padding the stable prefix pays.
 
-Every labeling call starts with the same system message (the rules, the classes, the answer format), about
-400 tokens for typical rules. Providers bill a repeated prefix at a cached rate only once it reaches a
+Every labeling call starts with the same system message (the rules, the classes, the answer format): about
+80 tokens plus the rules, 409 with the SMS example's rules. Providers bill a repeated prefix at a cached rate only once it reaches a
 minimum length, so a short prefix is never cached. Padding it past the minimum makes every later call read
 the (longer) prefix at the cached rate: cheaper when ``min_tokens * cached_rate`` is below ``prefix *
 input_rate``, which depends on the model's discount (litellm's cost map):
 
 - OpenAI (and Azure): automatic, prefixes of 1,024+ tokens, hits counted in steps of 128 tokens; no write
-  premium. gpt-4o and gpt-4o-mini read at 50% of the input rate (padding 409 -> 1,024 tokens never pays),
+  premium. gpt-4o and gpt-4o-mini read at 50% of the input rate (padding 409 -> 1,024 tokens never pays; from
+  ~585 tokens of prefix it does),
   gpt-4.1 at 25% and gpt-5 at 10% (it pays within a few dozen calls).
 - Anthropic (and Claude on Bedrock): only prefixes marked ``cache_control`` (``LabelPrompt.mark_cache``);
   the minimum is per model (1,024 tokens for Sonnet 4.5, 4,096 for Haiku 4.5 and Opus 4.5, 2,048 for Haiku

@@ -225,6 +225,15 @@ def _spend_section(totals: Mapping[str, Any]) -> list[str]:
     return [*lines, *_cache_and_retry_lines(totals), ""]
 
 
+def _net_saving(bucket: Mapping[str, Any]) -> float:
+    """The cache's saving less what padding the prefix for it cost (both against the full input rate).
+
+    >>> _net_saving({"cache_saving_usd": 0.5, "padding_cost_usd": 0.2})
+    0.3
+    """
+    return round(bucket.get("cache_saving_usd", 0.0) - bucket.get("padding_cost_usd", 0.0), 10)
+
+
 def _cache_and_retry_lines(totals: Mapping[str, Any]) -> list[str]:
     """What the provider's prompt cache saved, per model, and the calls asked again for reasons not the label's."""
     overall = totals["overall"]
@@ -236,8 +245,10 @@ def _cache_and_retry_lines(totals: Mapping[str, Any]) -> list[str]:
                   "cache at its cached-input rate):", "",
                   *_table(["model", "input tokens", "read from cache", "written to cache", "saved"],
                           [[m, b["tokens_in"], f"{b['cached_tokens']} ({share(b['cached_tokens'], b['tokens_in'])})",
-                            b["cache_write_tokens"], f"${b['cache_saving_usd']:.4f}"] for m, b in cached.items()]),
-                  "", f"The prompt cache saved ${overall['cache_saving_usd']:.4f} against the full input price."]
+                            b["cache_write_tokens"], f"${_net_saving(b):.4f}"] for m, b in cached.items()]),
+                  "", f"The prompt cache saved ${_net_saving(overall):.4f} against the full input price"
+                  + (f", net of ${overall['padding_cost_usd']:.4f} the padding that made the prefix cacheable "
+                     "added" if overall.get("padding_cost_usd") else "") + "."]
     if overall.get("cut_off"):
         lines += ["", f"{overall['cut_off']} replies were cut off by the length limit (a reasoning model can spend "
                   "its budget thinking); each without a usable label was asked again once with a larger budget."]
@@ -262,6 +273,10 @@ def _ingestion_section(ingest_report: Mapping[str, Any]) -> list[str]:
         out += [f"- `{s['source']}` line {s['line']}: {s['reason']}" for s in lines_[:MAX_LINE_SKIPS_SHOWN]]
         if len(lines_) > MAX_LINE_SKIPS_SHOWN:
             out.append(f"- … and {len(lines_) - MAX_LINE_SKIPS_SHOWN} more (all listed in metrics.json).")
+    decoded = ingest_report.get("decoded_as") or {}
+    if decoded:  # files that were not plain UTF-8: a guessed encoding is worth a look
+        out += ["", f"Files not in UTF-8: {len(decoded)}."]
+        out += [f"- `{k}`: read as {v}" for k, v in list(decoded.items())[:MAX_LINE_SKIPS_SHOWN]]
     return [*out, ""]
 
 
@@ -381,9 +396,17 @@ def format_status(state: State, totals: Mapping[str, Any]) -> str:
 
 def write_report(storage: Storage, state: State, *, settings_summary: dict, ledger_records: list[CallRecord],
                  ingest_report: dict, label_summary: dict, plots: bool = True,
-                 notes: ReportNotes = ReportNotes()) -> list[str]:
-    """Write metrics.json, the PNG plots (when ``plots``), report.md and report.html; returns the keys written."""
+                 notes: ReportNotes = ReportNotes(), padding_cost: Mapping[str, float] | None = None) -> list[str]:
+    """Write metrics.json, the PNG plots (when ``plots``), report.md and report.html; returns the keys written.
+
+    ``padding_cost``: per model, what padding the prompt for caching added at the full input rate; the cache's
+    saving is shown net of it.
+    """
     totals = ledger_totals(ledger_records)
+    for model, cost in (padding_cost or {}).items():
+        for bucket in (totals["by_model"].get(model), totals["overall"]):
+            if bucket is not None:
+                bucket["padding_cost_usd"] = round(bucket.get("padding_cost_usd", 0.0) + cost, 10)
     doc = metrics_document(state, settings_summary=settings_summary, totals=totals, ingest_report=ingest_report,
                            label_summary=label_summary, notes=notes)
     storage.write_text(METRICS_KEY, json.dumps(doc, indent=2, ensure_ascii=False))

@@ -2,9 +2,10 @@
 
 ``classify_documents`` reads ``(key, bytes)`` inputs through the run's own readers and chunking (the chunk size
 the classifier's run used, from its ``bootstrapper_run.json``), so a document the run saw gets the same chunk
-ids, texts, and answers as in ``predictions.jsonl``; the classifier cuts each text as training did (head or
-head-tail, the same token budget). Prediction streams in windows (``core.model.predict.predict_stream``), so
-memory holds one window of texts, not the whole input. ``precision_for`` picks the precision the run's check
+ids, texts, and answers as in ``predictions.jsonl`` (ids hash the input key, so give the folder that was the
+run's ``path.input``: a single file is keyed by its name); the classifier cuts each text as training did (head or
+head-tail, the same token budget). Reading holds every chunk's text, as the run's ingest does; prediction then
+runs in windows (``core.model.predict.predict_stream``). ``precision_for`` picks the precision the run's check
 chose (``bootstrapper_precision.json``), else float32.
 
 Does not: train, call an LLM, or write anything itself (the caller writes the rows it yields).
@@ -61,7 +62,11 @@ class ClassifySummary:
 def run_info(model_dir: Path) -> dict[str, Any]:
     """The classifier's run facts (chunk size, classes, labelers), or {} for a folder from elsewhere."""
     path = Path(model_dir) / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        log.warning("%s has no %s (trained elsewhere or by an older version): documents are cut into chunks of "
+                    "%d characters unless --chunk-size says otherwise", model_dir, RUN_FILE, DEFAULT_CHUNK_SIZE)
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def precision_for(model_dir: Path, requested: str | None) -> str:

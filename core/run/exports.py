@@ -1,8 +1,9 @@
 """Labels a person can review, written by the report step: every LLM label with its provenance, and the test-set
 chunks where the classifier and the large model disagree, most confident disagreements first.
 
-- ``classifiers/test_labels.jsonl``: the large model's test labels (what ``llm_classifications.yaml`` holds) as
-  JSONL, one object a line, loadable with ``datasets.load_dataset("json", ...)``.
+- ``classifiers/test_labels.jsonl``: the large model's usable test labels (the ok rows of
+  ``llm_classifications.yaml``, which also lists the failed ones) as JSONL, one object a line, loadable with
+  ``datasets.load_dataset("json", ...)``.
 - ``classifiers/labels.jsonl``: every usable label of the run, test and training, with ``source`` (``llm_test`` or
   ``llm_train``), the model, its reason and confidence, and the chunk's origin (input key, position, and the
   input record's own metadata, such as a ``.jsonl`` record's other keys).
@@ -31,7 +32,7 @@ from core.storage.jsonl_log import write_jsonl
 
 log = logging.getLogger("bootstrapper")
 REVIEW_COLUMNS = ("id", "llm_label", "classifier_label", "classifier_confidence", "llm_label_probability",
-                  "llm_reason", "source", "text")
+                  "llm_reason", "input", "text")
 
 
 def label_row(chunk: Chunk, lab: Label, source: str) -> dict[str, Any]:
@@ -61,12 +62,25 @@ def disagreements(ids: Sequence[str], llm: Mapping[str, str], predicted: Sequenc
     return sorted(out, key=lambda r: (-r[2], r[0]))
 
 
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a tab or CR) gets a
+    leading apostrophe, which spreadsheets hide (OWASP's CSV-injection advice). Numbers pass unchanged.
+
+    >>> spreadsheet_safe("=HYPERLINK(\"http://x\")"), spreadsheet_safe("Win a prize"), spreadsheet_safe(0.9)
+    ('\'=HYPERLINK("http://x")', 'Win a prize', 0.9)
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def review_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """CSV text with ``REVIEW_COLUMNS`` (quoted as a spreadsheet expects; texts keep their line breaks)."""
+    """CSV text with ``REVIEW_COLUMNS`` (quoted as a spreadsheet expects; texts keep their line breaks, and no
+    cell from a document or an LLM can run as a formula)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REVIEW_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -92,7 +106,7 @@ def write_label_exports(ctx: RunContext, data: RunData, state: State) -> int:
     found = disagreements(ids, {i: test[i].label or "" for i in ids}, list(predicted), probs.tolist(), classes)
     rows = [{"id": i, "llm_label": test[i].label, "classifier_label": label, "classifier_confidence": p,
              "llm_label_probability": test[i].confidence, "llm_reason": test[i].reason,
-             "source": chunks[i].source, "text": chunks[i].text} for i, label, p in found]
+             "input": chunks[i].source, "text": chunks[i].text} for i, label, p in found]
     ctx.output.write_text(layout.REVIEW_CSV, review_csv(rows))
     log.info("review.csv: %d of %d test chunks where classifier_%d and the large model disagree", len(rows),
              len(ids), state.best_iteration)

@@ -24,6 +24,7 @@ CHUNKS = "chunks.jsonl"  # ingest: one chunk a line, with a stable id
 INGEST_REPORT = "ingest_report.json"  # ingest: what was read or skipped, and why
 SPLITS = "splits.json"  # split: the test, initial training and pool ids
 RULES = "rules.json"  # rules: the large model's rules and the prompt that made them
+PROMPT_PADDING = "prompt_padding.json"  # label steps: per model, the padding blocks of the label prompt, decided once
 TEST_LABELS = "labels/test/"  # label_test: append-only label logs, one part per writer
 TRAIN_LABELS = "labels/train/"  # label_train: likewise, for every iteration's training labels
 ITERATIONS = "iterations/"

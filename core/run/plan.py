@@ -165,12 +165,13 @@ def _caching_note(model: str, prefix: CachedPrefix) -> str:
     if rule is None:
         return f"{model}: no prompt caching assumed (its provider's caching is not known here)"
     if prefix.sent >= rule.min_tokens:
-        padded = (f", padded to ~{prefix.sent} tokens because the cached rate makes that cheaper"
-                  if prefix.sent > prefix.tokens else "")
+        padded = (f", padded to ~{prefix.sent} tokens because the cached rate makes that cheaper (the run decides "
+                  "again from the real rules' length)" if prefix.sent > prefix.tokens else "")
         return (f"{model}: the ~{prefix.tokens}-token system prefix is cached{padded} (the provider caches "
                 f"{rule.min_tokens}+ tokens); 'with caching' assumes {HIT_RATE:.0%} of warm calls hit it")
     return (f"{model}: the ~{prefix.tokens}-token system prefix is below the provider's {rule.min_tokens}-token "
-            "caching minimum, and padding it would not pay: not cached")
+            "caching minimum, and padding it would not pay: not cached (the run decides again from the real "
+            "rules' length)")
 
 
 def estimate(settings: Settings, chunks: list[Chunk], rules_prompt_tokens: int | None = None) -> PlanEstimate:
@@ -276,7 +277,7 @@ def format_plan(est: PlanEstimate) -> str:
            line(header), line(tuple("-" * w for w in widths))]
     out += [line(r) for r in rows]
     saving = est.maximum.totals["cost_usd"] - est.maximum.totals["cached_cost_usd"]
-    if saving > 0:
+    if saving >= 0.00005:  # what the table's 4 decimals show; below that it is float noise
         out += ["", f"Prompt caching saves ~${saving:.4f} of the max scenario (see the assumptions)."]
     out += ["", "Assumptions:"] + [f"- {a}" for a in est.assumptions]
     return "\n".join(out)

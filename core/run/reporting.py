@@ -37,7 +37,28 @@ def render_report(ctx: RunContext, state: State) -> list[str]:
     summary = ctx.settings.redacted_dict()
     summary["path"] = {"input": ctx.input.root_uri, "output": ctx.output.root_uri}  # resolved, not as written
     return render.write_report(ctx.output, state, settings_summary=summary, ledger_records=records,
-                               ingest_report=ingest, label_summary=label_summary, notes=ctx.notes)
+                               ingest_report=ingest, label_summary=label_summary, notes=ctx.notes,
+                               padding_cost=padding_cost(ctx, records))
+
+
+LABEL_STAGES = ("test_labels", "train_labels")
+
+
+def padding_cost(ctx: RunContext, records: list[CallRecord]) -> dict[str, float]:
+    """USD per model that the prompt-cache padding added to the paid label calls, at the full input rate (the
+    cache's saving counts the padding's discount, so the report nets this off)."""
+    from core.llm.ledger import rates
+
+    if not ctx.output.exists(layout.PROMPT_PADDING):
+        return {}
+    added = {m: int(v.get("tokens", 0)) for m, v in json.loads(ctx.output.read_text(layout.PROMPT_PADDING)).items()}
+    out: dict[str, float] = {}
+    for rec in records:
+        tokens = added.get(rec.model, 0)
+        price = rates(rec.model) if tokens else None
+        if price is not None and rec.outcome == "ok" and rec.stage in LABEL_STAGES:
+            out[rec.model] = out.get(rec.model, 0.0) + tokens * price["input"]
+    return out
 
 
 def count_predictions(ctx: RunContext, data: RunData, shards: int) -> PredictionSummary:

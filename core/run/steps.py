@@ -104,12 +104,26 @@ def do_rules(ctx: RunContext, data: RunData, _state: State) -> None:
 
 
 def label_prompt(ctx: RunContext, data: RunData, endpoint: Endpoint) -> labeling.LabelPrompt:
+    """The labeling prompt of ``endpoint``'s model, padded for prompt caching as decided the first time.
+
+    The padding is decided once per model, over a test set's worth of calls, and kept in ``prompt_padding.json``:
+    the decision reads litellm's cost map and tokenizer, which a resume on a newer image may see differently,
+    and a different prompt would change every response-cache key and label later iterations differently.
+    """
     mode = ctx.format_modes.get(endpoint.model, "none")
     prompt = labeling.LabelPrompt(ctx.settings.classification.classes, data.rules_text(), mode,
                                   mark_cache=endpoint.mark_cache)
-    # Padded past the provider's cacheable minimum where that is cheaper over a test set's worth of calls
-    # (a number the report's rebuild of the prompt sees too).
-    return labeling.pad_for_caching(prompt, endpoint.model, calls=len(data.splits["test"]))
+    recorded = json.loads(ctx.output.read_text(layout.PROMPT_PADDING)) if ctx.output.exists(
+        layout.PROMPT_PADDING) else {}
+    if endpoint.model in recorded:
+        return dataclasses.replace(prompt, pad_blocks=int(recorded[endpoint.model]["blocks"]))
+    padded = labeling.pad_for_caching(prompt, endpoint.model, calls=len(data.splits["test"]))
+    added = (labeling.prompt_tokens(endpoint.model, padded.system_message())
+             - labeling.prompt_tokens(endpoint.model, prompt.system_message())) if padded.pad_blocks else 0
+    # tokens: what the padding adds to each call, so the report can price it against the cache's saving
+    recorded[endpoint.model] = {"blocks": padded.pad_blocks, "tokens": added}
+    ctx.output.write_text(layout.PROMPT_PADDING, json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    return padded
 
 
 def _label(ctx: RunContext, data: RunData, ids: list[str], prefix: str, endpoint: Endpoint,
