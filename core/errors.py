@@ -10,7 +10,8 @@ table and ``map_exceptions`` applies an adapter's translation to a block of code
     ├── RetryableError            the same call may succeed later (throttling, 5xx, timeouts, network)
     │   ├── StorageUnavailable
     │   ├── LLMRateLimited        carries retry_after seconds when the provider said so
-    │   └── LLMUnavailable        5xx, timeout, connection refused
+    │   ├── LLMUnavailable        5xx, timeout, connection refused
+    │   └── HubUnavailable        the Hugging Face Hub (an export) answered 429/5xx or could not be reached
     └── PermanentError            retrying the same call cannot help; fix the input or the config
         ├── ConfigError           names the offending field
         ├── StorageError
@@ -22,7 +23,8 @@ table and ``map_exceptions`` applies an adapter's translation to a block of code
         ├── StateError            unreadable state, schema mismatch, config changed under a run
         │   ├── LeaseHeld         another runner owns the output location
         │   └── LeaseLost         another runner took this run's lease over: stop, write nothing more
-        └── TrainingError
+        ├── TrainingError
+        └── HubError              the Hub refused an export (bad token, no right to the repo, bad request)
 
 The split between retryable and permanent is what callers act on: retry loops catch
 ``RetryableError`` only; handlers map ``ConfigError`` to exit code 2, ``LeaseLost`` to 3 and everything else to 1.
@@ -142,6 +144,15 @@ class LeaseLost(StateError):
 
 class TrainingError(PermanentError):
     pass
+
+
+class HubUnavailable(RetryableError):
+    """The Hugging Face Hub could not take an export now (429, 5xx, network)."""
+
+
+class HubError(PermanentError):
+    """The Hugging Face Hub refused an export: a bad or read-only token, a repo the token may not write, a bad
+    request."""
 
 
 # ---------------------------------------------------------------- translating library errors

@@ -145,6 +145,12 @@ def cmd_classify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return classify_command(args, environ)
 
 
+def cmd_export(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from handlers.export_cmd import export_command
+
+    return export_command(args, environ)
+
+
 def cmd_init(args: argparse.Namespace, _environ: Mapping[str, str]) -> int:
     from pathlib import Path
 
@@ -237,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, default=None,
                    help="characters per chunk (default: the classifier's run's system.chunk_size)")
     s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("export", help="push a classifier folder and its model card to the Hugging Face Hub",
+                       parents=[common])
+    s.add_argument("model_dir", help="a classifier folder, e.g. OUTPUT/classifiers/classifier_2 (local or s3://)")
+    s.add_argument("--hub", required=True, metavar="REPO_ID", help="OWNER/NAME on the Hub ($HF_TOKEN, $HF_ENDPOINT)")
+    s.add_argument("--private", action="store_true", help="create the repo private")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("init", help="write a commented config for a provider and an input/ folder, ready for plan",
                        parents=[common])

@@ -87,7 +87,7 @@ def configure_logging(*, json_lines: bool | None = None, level: int = logging.IN
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("LiteLLM", "litellm", "httpx", "botocore", "urllib3", "transformers", "filelock", "smart_open"):
+    for noisy in ("LiteLLM", "litellm", "httpx", "httpx2", "botocore", "urllib3", "transformers", "filelock", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # transformers prints a load report and weight-loading bars on every model load; our own progress says enough.
     # (read when transformers is first imported, which happens later and only for commands that train)
